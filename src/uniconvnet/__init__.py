@@ -1,0 +1,31 @@
+"""UniConvNet for PyTorch: every variant of the ICCV 2025 ConvNet, compile-free, as timm models.
+
+``import uniconvnet`` registers ``uniconvnet_a`` ... ``uniconvnet_xl`` with timm.
+"""
+from typing import Any, List
+
+import timm
+import torch.nn as nn
+
+from .layers import RFA, DCNv3, LayerNorm2d, ReceptiveFieldAggregator
+from .models import VARIANTS, UniConvNet, checkpoint_filter_fn
+from .ops import dcnv3
+
+__version__ = '0.1.0'
+
+__all__ = ['DCNv3', 'LayerNorm2d', 'RFA', 'ReceptiveFieldAggregator', 'UniConvNet', 'VARIANTS',
+           'checkpoint_filter_fn', 'create_model', 'dcnv3', 'list_variants', '__version__']
+
+
+def list_variants() -> List[str]:
+    """Names of the UniConvNet variants, smallest first."""
+    return list(VARIANTS)
+
+
+def create_model(name: str, pretrained: bool = False, **kwargs: Any) -> nn.Module:
+    """``timm.create_model`` with a clear error for unknown names. Any timm model name works too."""
+    base = name.split('.', 1)[0]
+    if base not in timm.list_models(base):
+        raise ValueError(f'unknown model {name!r}. UniConvNet variants: {", ".join(VARIANTS)} '
+                         f'(any other timm model name works as well)')
+    return timm.create_model(name, pretrained=pretrained, **kwargs)

@@ -1,0 +1,90 @@
+"""UniConvNet's DCNv3 layer: InternImage's deformable convolution, modified.
+
+Differences from InternImage's ``DCNv3``, as in the official UniConvNet code:
+  * the offset/mask branch is a plain depthwise conv (no LayerNorm, no GELU after it);
+  * the mask is used raw (no softmax over the kernel points).
+"""
+from typing import Optional
+
+import torch
+import torch.nn as nn
+
+from ..ops import dcnv3
+
+__all__ = ['DCNv3']
+
+
+class DCNv3(nn.Module):
+    """Deformable convolution v3 over a channels-last ``(N, H, W, C)`` tensor.
+
+    Args:
+        channels: input and output channels; must be divisible by ``group``.
+        kernel_size: sampling kernel (``kernel_size x kernel_size`` points per group).
+        stride, pad, dilation: as for a convolution.
+        group: groups; each group of ``channels // group`` channels shares offsets and mask.
+        offset_scale: scale of the kernel grid and offsets.
+        dw_kernel_size: kernel of the depthwise conv feeding the offset/mask heads (default ``kernel_size``).
+    """
+
+    def __init__(
+            self,
+            channels: int = 64,
+            kernel_size: int = 3,
+            stride: int = 1,
+            pad: int = 1,
+            dilation: int = 1,
+            group: int = 4,
+            offset_scale: float = 1.0,
+            dw_kernel_size: Optional[int] = None,
+            device=None,
+            dtype=None,
+    ):
+        dd = {'device': device, 'dtype': dtype}
+        super().__init__()
+        if group < 1 or channels % group != 0:
+            raise ValueError(f'DCNv3: channels={channels} is not divisible by group={group}; '
+                             f'choose a group count that divides the channels (group width = channels // group)')
+        dw_kernel_size = kernel_size if dw_kernel_size is None else dw_kernel_size
+        self.channels = channels
+        self.kernel_size = kernel_size
+        self.stride = stride
+        self.pad = pad
+        self.dilation = dilation
+        self.group = group
+        self.group_channels = channels // group
+        self.offset_scale = offset_scale
+        num_points = kernel_size * kernel_size
+
+        self.dw_conv = nn.Conv2d(channels, channels, dw_kernel_size, padding=(dw_kernel_size - 1) // 2,
+                                 groups=channels, **dd)
+        self.offset = nn.Linear(channels, group * num_points * 2, **dd)
+        self.mask = nn.Linear(channels, group * num_points, **dd)
+        self.input_proj = nn.Linear(channels, channels, **dd)
+        self.output_proj = nn.Linear(channels, channels, **dd)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Offsets and mask start at zero; projections are Xavier-uniform with zero bias (as upstream)."""
+        for m in (self.offset, self.mask):
+            nn.init.zeros_(m.weight)
+            nn.init.zeros_(m.bias)
+        for m in (self.input_proj, self.output_proj):
+            nn.init.xavier_uniform_(m.weight)
+            nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        value = self.input_proj(x)
+        query = self.dw_conv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+        out = dcnv3(
+            value, self.offset(query), self.mask(query),
+            kernel_size=(self.kernel_size, self.kernel_size),
+            stride=(self.stride, self.stride),
+            padding=(self.pad, self.pad),
+            dilation=(self.dilation, self.dilation),
+            group=self.group,
+            offset_scale=self.offset_scale,
+        )
+        return self.output_proj(out)
+
+    def extra_repr(self) -> str:
+        return f'channels={self.channels}, kernel_size={self.kernel_size}, group={self.group}'

@@ -1,0 +1,121 @@
+"""Receptive Field Aggregator (RFA), the first branch of every UniConvNet block, usable on its own.
+
+The input channels are split into ``N + 1`` equal parts for ``N`` layer operators. Layer ``i`` takes the
+running feature (the first part, then the previous layer's output) and the next untouched part, and widens the
+running feature by one part. Each layer operator does, in the official ``ConvMod``'s arithmetic::
+
+    x       = LayerNorm(x)                       (the first layer's norm covers all channels, before the split)
+    context = DepthwiseKxK(GELU(Conv1x1(x)))
+    amplify = Conv1x1(context * Conv1x1(x))      (the amplifier: context gated by a projection of x)
+    discrim = Depthwise3x3(Conv1x1(part)) + Proj1x1(context)   (Proj is the identity for the first layer)
+    out     = concat(discrim, amplify)
+"""
+from typing import List, Optional, Sequence, Type
+
+import torch
+import torch.nn as nn
+
+from .norm import LayerNorm2d
+
+__all__ = ['LayerOperator', 'ReceptiveFieldAggregator', 'RFA', 'rfa_valid_widths']
+
+
+def rfa_valid_widths(dim: int, num_layers: int) -> List[int]:
+    """The two widths nearest ``dim`` that split into ``num_layers + 1`` equal, non-empty parts."""
+    parts = num_layers + 1
+    below = (dim // parts) * parts
+    return [w for w in (below, below + parts) if w > 0]
+
+
+class LayerOperator(nn.Module):
+    """One layer of the RFA: widens a running feature of ``in_chs`` channels by ``part_chs`` channels."""
+
+    def __init__(
+            self,
+            in_chs: int,
+            part_chs: int,
+            kernel_size: int,
+            first: bool = False,
+            act_layer: Type[nn.Module] = nn.GELU,
+            eps: float = 1e-6,
+            device=None,
+            dtype=None,
+    ):
+        dd = {'device': device, 'dtype': dtype}
+        super().__init__()
+        if first and in_chs != part_chs:
+            raise ValueError(f'the first layer operator takes one part: in_chs={in_chs} != part_chs={part_chs}')
+        self.norm = nn.Identity() if first else LayerNorm2d(in_chs, eps=eps, **dd)
+        self.context_pw = nn.Conv2d(in_chs, in_chs, 1, **dd)
+        self.act = act_layer()
+        self.context_dw = nn.Conv2d(in_chs, in_chs, kernel_size, padding=kernel_size // 2, groups=in_chs, **dd)
+        self.amp_gate = nn.Conv2d(in_chs, in_chs, 1, **dd)
+        self.amp_proj = nn.Conv2d(in_chs, in_chs, 1, **dd)
+        self.disc_pw = nn.Conv2d(part_chs, part_chs, 1, **dd)
+        self.disc_dw = nn.Conv2d(part_chs, part_chs, 3, padding=1, groups=part_chs, **dd)
+        # the first layer's context already has the width of one part
+        self.context_proj = nn.Identity() if first else nn.Conv2d(in_chs, part_chs, 1, **dd)
+
+    def forward(self, x: torch.Tensor, part: torch.Tensor) -> torch.Tensor:
+        x = self.norm(x)
+        context = self.context_dw(self.act(self.context_pw(x)))
+        amplified = self.amp_proj(context * self.amp_gate(x))
+        discriminated = self.disc_dw(self.disc_pw(part)) + self.context_proj(context)
+        return torch.cat((discriminated, amplified), dim=1)
+
+
+class ReceptiveFieldAggregator(nn.Module):
+    """RFA over an NCHW tensor; output has the input's shape.
+
+    Args:
+        dim: channels in and out; must be divisible by ``len(kernel_sizes) + 1``.
+        kernel_sizes: one odd depthwise kernel size per layer operator; ``(7, 9, 11)`` is the paper's.
+        act_layer: activation inside the context branch.
+        eps: LayerNorm epsilon.
+    """
+
+    def __init__(
+            self,
+            dim: int,
+            kernel_sizes: Sequence[int] = (7, 9, 11),
+            act_layer: Type[nn.Module] = nn.GELU,
+            eps: float = 1e-6,
+            device=None,
+            dtype=None,
+    ):
+        dd = {'device': device, 'dtype': dtype}
+        super().__init__()
+        kernel_sizes = tuple(int(k) for k in kernel_sizes)
+        if not kernel_sizes:
+            raise ValueError('ReceptiveFieldAggregator needs at least one kernel size, e.g. (7, 9, 11)')
+        bad = [k for k in kernel_sizes if k < 1 or k % 2 == 0]
+        if bad:
+            raise ValueError(f'kernel sizes must be odd and positive (they are centred), got {bad} '
+                             f'in kernel_sizes={kernel_sizes}')
+        num_parts = len(kernel_sizes) + 1
+        if dim % num_parts != 0:
+            raise ValueError(
+                f'ReceptiveFieldAggregator: {dim} channels cannot be split into {num_parts} equal parts '
+                f'({len(kernel_sizes)} layer operators + 1); use a width divisible by {num_parts}, '
+                f'e.g. {" or ".join(str(w) for w in rfa_valid_widths(dim, len(kernel_sizes)))}')
+        self.dim = dim
+        self.kernel_sizes = kernel_sizes
+        self.part_chs = dim // num_parts
+        self.norm = LayerNorm2d(dim, eps=eps, **dd)
+        self.layers = nn.ModuleList([
+            LayerOperator((i + 1) * self.part_chs, self.part_chs, k, first=i == 0, act_layer=act_layer, eps=eps, **dd)
+            for i, k in enumerate(kernel_sizes)
+        ])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        parts = torch.split(self.norm(x), self.part_chs, dim=1)
+        y = parts[0]
+        for i, layer in enumerate(self.layers):
+            y = layer(y, parts[i + 1])
+        return y
+
+    def extra_repr(self) -> str:
+        return f'dim={self.dim}, kernel_sizes={self.kernel_sizes}'
+
+
+RFA = ReceptiveFieldAggregator

@@ -1,0 +1,99 @@
+"""Pure-PyTorch DCNv3 sampling core: runs on any device and dtype, no compiled code.
+
+This is the reference implementation every other backend is tested against; it is itself tested against the
+outputs of the official code (``tests/test_parity.py``).
+"""
+from typing import Tuple
+
+import torch
+import torch.nn.functional as F
+
+
+def dcnv3_output_size(height: int, width: int, kernel_size: Tuple[int, int], stride: Tuple[int, int],
+                      padding: Tuple[int, int], dilation: Tuple[int, int]) -> Tuple[int, int]:
+    """Spatial size of the DCNv3 output, the same formula as a regular convolution."""
+    out_h = (height + 2 * padding[0] - (dilation[0] * (kernel_size[0] - 1) + 1)) // stride[0] + 1
+    out_w = (width + 2 * padding[1] - (dilation[1] * (kernel_size[1] - 1) + 1)) // stride[1] + 1
+    return out_h, out_w
+
+
+def sampling_grid(
+        offset: torch.Tensor,
+        padded_height: int,
+        padded_width: int,
+        kernel_size: Tuple[int, int],
+        stride: Tuple[int, int],
+        dilation: Tuple[int, int],
+        group: int,
+        offset_scale: float,
+) -> torch.Tensor:
+    """``grid_sample`` coordinates of every sample, shape ``(N, H_out, W_out, group, P, 2)`` as ``(x, y)``.
+
+    Coordinates are normalised to the zero-padded input (``-1`` and ``1`` are its outer edges). The arithmetic
+    follows the official code step by step (reference point, plus scaled kernel grid, plus offset divided by
+    the padded size): in float32 another, equivalent order moves the model's stage outputs by about 1e-4.
+    Kernel points are ordered x-major (``p = ix * kernel_h + iy``) and ``offset`` holds ``(dx, dy)`` pairs in
+    pixels for ``(group, P)`` in its last dimension.
+    """
+    kernel_h, kernel_w = kernel_size
+    n, out_h, out_w, _ = offset.shape
+    num_points = kernel_h * kernel_w
+    dtype, device = offset.dtype, offset.device
+    # kernel-window centre of each output pixel, (c + 0.5) / size with pixel centres at half-integers
+    half_h, half_w = (dilation[0] * (kernel_h - 1)) // 2, (dilation[1] * (kernel_w - 1)) // 2
+    ref_y = (torch.arange(out_h, device=device, dtype=dtype) * stride[0] + (half_h + 0.5)) / padded_height
+    ref_x = (torch.arange(out_w, device=device, dtype=dtype) * stride[1] + (half_w + 0.5)) / padded_width
+    # regular kernel grid around the centre
+    point_y = (torch.arange(kernel_h, device=device, dtype=dtype) * dilation[0] - half_h) / padded_height
+    point_x = (torch.arange(kernel_w, device=device, dtype=dtype) * dilation[1] - half_w) / padded_width
+    point_x = point_x.repeat_interleave(kernel_h)  # x-major point order
+    point_y = point_y.repeat(kernel_w)
+    base_x = ref_x.view(1, 1, out_w, 1, 1) + point_x.view(1, 1, 1, 1, num_points) * offset_scale
+    base_y = ref_y.view(1, out_h, 1, 1, 1) + point_y.view(1, 1, 1, 1, num_points) * offset_scale
+    offset = offset.reshape(n, out_h, out_w, group, num_points, 2)
+    loc_x = base_x + offset[..., 0] * offset_scale / padded_width
+    loc_y = base_y + offset[..., 1] * offset_scale / padded_height
+    return torch.stack((loc_x, loc_y), dim=-1) * 2 - 1
+
+
+def dcnv3_torch(
+        input: torch.Tensor,
+        offset: torch.Tensor,
+        mask: torch.Tensor,
+        kernel_size: Tuple[int, int],
+        stride: Tuple[int, int],
+        padding: Tuple[int, int],
+        dilation: Tuple[int, int],
+        group: int,
+        offset_scale: float,
+) -> torch.Tensor:
+    """DCNv3 sampling with ``F.grid_sample`` on the zero-padded input.
+
+    Args:
+        input: ``(N, H, W, C)`` values, ``C = group * group_channels``.
+        offset: ``(N, H_out, W_out, group * P * 2)`` offsets in pixels, ``P = kernel_h * kernel_w``.
+        mask: ``(N, H_out, W_out, group * P)`` weights, used as they are (UniConvNet applies no softmax).
+
+    Returns:
+        ``(N, H_out, W_out, C)`` in the dtype of ``input``. Half and bfloat16 inputs are sampled in float32:
+        sampling coordinates need more precision than their mantissa has.
+    """
+    n, _, _, channels = input.shape
+    out_h, out_w = offset.shape[1], offset.shape[2]
+    group_channels = channels // group
+    num_points = kernel_size[0] * kernel_size[1]
+    compute_dtype = torch.float32 if input.dtype == torch.float16 or input.dtype == torch.bfloat16 else input.dtype
+
+    value = F.pad(input.to(compute_dtype), [0, 0, padding[1], padding[1], padding[0], padding[0]])
+    padded_h, padded_w = value.shape[1], value.shape[2]
+    grid = sampling_grid(offset.to(compute_dtype), padded_h, padded_w, kernel_size, stride, dilation, group,
+                         offset_scale)
+    grid = grid.permute(0, 3, 1, 2, 4, 5).reshape(n * group, out_h * out_w, num_points, 2)
+    value = value.reshape(n, padded_h * padded_w, group, group_channels)
+    value = value.permute(0, 2, 3, 1).reshape(n * group, group_channels, padded_h, padded_w)
+    sampled = F.grid_sample(value, grid, mode='bilinear', padding_mode='zeros', align_corners=False)
+    weight = mask.to(compute_dtype).reshape(n, out_h * out_w, group, num_points)
+    weight = weight.permute(0, 2, 1, 3).reshape(n * group, 1, out_h * out_w, num_points)
+    out = (sampled * weight).sum(-1)  # (N * group, group_channels, L)
+    out = out.reshape(n, channels, out_h * out_w).transpose(1, 2).reshape(n, out_h, out_w, channels)
+    return out.to(input.dtype)

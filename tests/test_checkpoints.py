@@ -1,0 +1,116 @@
+"""Checkpoint safety and the errors users see: wrong variant, truncated files, pickles that run code."""
+import os
+import pickle
+
+import pytest
+import timm
+import torch
+
+from uniconvnet.checkpoints import (
+    CheckpointError, atomic_save, convert_official_checkpoint, load_checkpoint_file, load_weights)
+from uniconvnet.cli.main import main as cli_main
+from uniconvnet.models import checkpoint_filter_fn
+
+
+def test_other_variant_names_shapes_and_variant(official_a):
+    model = timm.create_model('uniconvnet_p0')
+    with pytest.raises(ValueError, match=r'checkpoint is for uniconvnet_a.*shape mismatches.*stem\.0\.weight'):
+        checkpoint_filter_fn(official_a['state_dict'], model)
+
+
+def test_converter_refuses_other_variant(official_a, tmp_path):
+    src = tmp_path / 'a.pth'
+    torch.save({'model': official_a['state_dict']}, src)
+    with pytest.raises(ValueError, match='checkpoint is for uniconvnet_a'):
+        convert_official_checkpoint(src, tmp_path / 'out.safetensors', 'uniconvnet_n0')
+    assert not (tmp_path / 'out.safetensors').exists()
+
+
+def test_converter_refuses_leftover_and_missing_keys(official_a, tmp_path):
+    extra = dict(official_a['state_dict'], **{'stages.0.0.attn.extra.weight': torch.zeros(3)})
+    torch.save({'model': extra}, tmp_path / 'extra.pth')
+    with pytest.raises(ValueError, match=r'unexpected keys.*stages\.0\.blocks\.0\.attn\.extra\.weight'):
+        convert_official_checkpoint(tmp_path / 'extra.pth', tmp_path / 'o.safetensors', 'uniconvnet_a')
+    short = {k: v for k, v in official_a['state_dict'].items() if k != 'stages.1.0.dcn.offset.bias'}
+    torch.save({'model': short}, tmp_path / 'short.pth')
+    with pytest.raises(ValueError, match=r'missing keys.*stages\.1\.blocks\.0\.dcn\.offset\.bias'):
+        convert_official_checkpoint(tmp_path / 'short.pth', tmp_path / 'o.safetensors', 'uniconvnet_a')
+
+
+def test_cli_convert(official_a, tmp_path, capsys):
+    src = tmp_path / 'a.pth'
+    torch.save({'model': official_a['state_dict']}, src)
+    assert cli_main(['convert', str(src), str(tmp_path / 'a.safetensors'), '--model', 'uniconvnet_a']) == 0
+    assert (tmp_path / 'a.safetensors').is_file()
+    assert cli_main(['convert', str(src), str(tmp_path / 'b.safetensors'), '--model', 'uniconvnet_t']) == 2
+    assert 'checkpoint is for uniconvnet_a' in capsys.readouterr().err
+
+
+def test_truncated_and_non_checkpoint_files(official_a, tmp_path):
+    good = tmp_path / 'good.pth'
+    torch.save({'model': official_a['state_dict']}, good)
+    truncated = tmp_path / 'truncated.pth'
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match='truncated or not a PyTorch checkpoint'):
+        load_checkpoint_file(truncated)
+    text = tmp_path / 'notes.pth'
+    text.write_text('not a checkpoint')
+    with pytest.raises(CheckpointError, match='truncated or not a PyTorch checkpoint'):
+        load_checkpoint_file(text)
+    bad_st = tmp_path / 'bad.safetensors'
+    bad_st.write_bytes(b'\x00' * 10)
+    with pytest.raises(CheckpointError, match='safetensors'):
+        load_checkpoint_file(bad_st)
+    with pytest.raises(FileNotFoundError, match='checkpoint not found'):
+        load_checkpoint_file(tmp_path / 'absent.pth')
+    torch.save([1, 2, 3], tmp_path / 'list.pth')
+    with pytest.raises(ValueError, match='not a UniConvNet checkpoint'):
+        load_weights(timm.create_model('uniconvnet_a'), tmp_path / 'list.pth')
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (os.system, (f'touch {os.environ["PWNED_MARKER"]}',))
+
+
+def test_malicious_pickle_is_refused(tmp_path, monkeypatch):
+    marker = tmp_path / 'pwned'
+    monkeypatch.setenv('PWNED_MARKER', str(marker))
+    path = tmp_path / 'evil.pth'
+    torch.save({'model': {'x': torch.zeros(1)}, 'payload': _RunsCode()}, path)
+    with pytest.raises(CheckpointError, match='refusing to load'):
+        load_checkpoint_file(path)
+    assert not marker.exists()
+    # timm's path refuses it too (weights_only=True)
+    with pytest.raises((pickle.UnpicklingError, RuntimeError), match='(?i)global'):
+        timm.create_model('uniconvnet_a', pretrained=True, pretrained_cfg_overlay=dict(file=str(path)))
+    assert not marker.exists()
+
+
+def test_head_mismatch_and_in_chans_through_timm(official_a, tmp_path):
+    path = tmp_path / 'a.pth'
+    torch.save({'model': official_a['state_dict']}, path)
+    with pytest.raises(CheckpointError, match='1000-class head but the model has 5 classes'):
+        load_weights(timm.create_model('uniconvnet_a', num_classes=5), path)
+    # what timm's test_model_load_pretrained does, from a local file: new head, 1-channel stem
+    for kwargs in (dict(in_chans=1, num_classes=5), dict(in_chans=1, num_classes=0)):
+        model = timm.create_model('uniconvnet_a', pretrained=True, pretrained_cfg_overlay=dict(file=str(path)),
+                                  **kwargs)
+        torch.testing.assert_close(model.stem[0].weight[:, 0], official_a['state_dict'][
+            'downsample_layers.0.0.weight'].sum(1))
+
+
+def test_atomic_save_keeps_old_file_on_failure(tmp_path):
+    path = tmp_path / 'ckpt.pt'
+    atomic_save({'a': torch.ones(2)}, path)
+
+    class Unsaveable:
+        def __reduce__(self):
+            raise RuntimeError('boom')
+
+    with pytest.raises(RuntimeError, match='boom'):
+        atomic_save({'a': Unsaveable()}, path)
+    assert torch.equal(torch.load(path, weights_only=True)['a'], torch.ones(2))
+    assert [p.name for p in tmp_path.iterdir()] == ['ckpt.pt']
+    with pytest.raises(FileNotFoundError, match='output folder does not exist'):
+        atomic_save({}, tmp_path / 'missing' / 'x.pt')

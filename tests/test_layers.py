@@ -1,0 +1,142 @@
+"""The building blocks on their own: RFA, DCNv3 layer and sampling core, LayerNorm2d."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from uniconvnet.layers import RFA, DCNv3, LayerNorm2d, ReceptiveFieldAggregator
+from uniconvnet.ops import dcnv3, dcnv3_torch
+
+
+def test_layernorm2d_matches_layer_norm_over_channels():
+    x = torch.randn(2, 6, 5, 7)
+    ln = LayerNorm2d(6)
+    with torch.no_grad():
+        ln.weight.uniform_(0.5, 1.5)
+        ln.bias.normal_()
+    ref = F.layer_norm(x.permute(0, 2, 3, 1), (6,), ln.weight, ln.bias, 1e-6).permute(0, 3, 1, 2)
+    torch.testing.assert_close(ln(x), ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize('kernel_sizes,dim', [((7, 9, 11), 24), ((3,), 8), ((3, 5), 12), ((5, 7, 9, 11, 13), 30)])
+def test_rfa_any_number_of_layers(kernel_sizes, dim):
+    rfa = ReceptiveFieldAggregator(dim, kernel_sizes)
+    assert len(rfa.layers) == len(kernel_sizes)
+    assert rfa.part_chs == dim // (len(kernel_sizes) + 1)
+    # the depthwise kernels are the requested ones
+    assert [layer.context_dw.kernel_size[0] for layer in rfa.layers] == list(kernel_sizes)
+    x = torch.randn(2, dim, 9, 11, requires_grad=True)
+    y = rfa(x)
+    assert y.shape == x.shape
+    y.square().mean().backward()
+    assert all(p.grad is not None for p in rfa.parameters())
+
+
+def test_rfa_receptive_field_grows_with_kernels():
+    # the output at the centre depends on inputs up to the sum of the kernel radii away (plus the 3x3)
+    torch.manual_seed(0)
+    rfa = RFA(8, (3,)).eval()
+    x = torch.randn(1, 8, 21, 21, requires_grad=True)
+    rfa(x)[0, :, 10, 10].sum().backward()
+    touched = (x.grad.abs().sum((0, 1)) > 0).nonzero()
+    assert touched[:, 0].min() == 9 and touched[:, 0].max() == 11
+
+
+def test_rfa_bad_width_names_fix():
+    with pytest.raises(ValueError, match=r'30 channels cannot be split into 4 equal parts.*28 or 32'):
+        ReceptiveFieldAggregator(30)
+    with pytest.raises(ValueError, match='odd'):
+        ReceptiveFieldAggregator(24, (7, 8, 11))
+
+
+def test_dcnv3_group_error():
+    with pytest.raises(ValueError, match='not divisible by group=5'):
+        DCNv3(24, group=5)
+
+
+def _core(x, offset, mask, group, k=3, pad=1, stride=1, dilation=1):
+    return dcnv3_torch(x, offset, mask, (k, k), (stride, stride), (pad, pad), (dilation, dilation), group, 1.0)
+
+
+def test_core_zero_offset_is_a_box_filter():
+    # zero offsets and a mask of ones: a 3x3 sum with zero padding, per channel
+    n, h, w, g, gc = 2, 5, 7, 3, 4
+    x = torch.randn(n, h, w, g * gc)
+    out = _core(x, torch.zeros(n, h, w, g * 18), torch.ones(n, h, w, g * 9), g)
+    ref = F.conv2d(x.permute(0, 3, 1, 2), torch.ones(g * gc, 1, 3, 3), padding=1, groups=g * gc)
+    torch.testing.assert_close(out, ref.permute(0, 2, 3, 1), rtol=1e-5, atol=1e-5)
+
+
+def test_core_point_order_and_integer_offsets():
+    # points are x-major: p = ix * 3 + iy. Selecting point p with a one-hot mask reads input at (y+dy, x+dx).
+    n, h, w = 1, 6, 8
+    x = torch.randn(n, h, w, 2)
+    for ix in range(3):
+        for iy in range(3):
+            p = ix * 3 + iy
+            mask = torch.zeros(n, h, w, 9)
+            mask[..., p] = 1
+            offset = torch.zeros(n, h, w, 9, 2)
+            offset[..., p, 0] = 1.0  # one more pixel to the right
+            out = _core(x, offset.flatten(3), mask, 1)
+            dy, dx = iy - 1, ix - 1 + 1
+            padded = F.pad(x, (0, 0, 2, 2, 2, 2))
+            ref = padded[:, 2 + dy:2 + dy + h, 2 + dx:2 + dx + w]
+            torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_core_fractional_offset_is_bilinear():
+    x = torch.randn(1, 4, 4, 1)
+    offset = torch.zeros(1, 4, 4, 9, 2)
+    offset[..., 4, 1] = 0.25  # centre point, a quarter pixel down
+    mask = torch.zeros(1, 4, 4, 9)
+    mask[..., 4] = 1
+    out = _core(x, offset.flatten(3), mask, 1)
+    below = torch.cat([x[:, 1:], torch.zeros(1, 1, 4, 1)], 1)
+    torch.testing.assert_close(out, 0.75 * x + 0.25 * below, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize('shape', [(1, 1, 1), (3, 5, 9), (2, 13, 6)])
+def test_dcnv3_layer_any_size(shape):
+    n, h, w = shape
+    layer = DCNv3(16, group=2)
+    with torch.no_grad():  # non-zero offsets so that sampling leaves the grid
+        layer.offset.weight.normal_(std=2.0)
+        layer.mask.weight.normal_()
+    x = torch.randn(n, h, w, 16, requires_grad=True)
+    y = layer(x)
+    assert y.shape == (n, h, w, 16)
+    y.sum().backward()
+    assert torch.isfinite(x.grad).all()
+
+
+def test_core_gradcheck():
+    torch.manual_seed(0)
+    x = torch.randn(1, 4, 5, 4, dtype=torch.float64, requires_grad=True)
+    # keep samples away from integer positions, where bilinear sampling is not differentiable
+    offset = (torch.rand(1, 4, 5, 36, dtype=torch.float64) * 0.8 + 0.1).requires_grad_()
+    mask = torch.randn(1, 4, 5, 18, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a, b, c: _core(a, b, c, 2), (x, offset, mask))
+
+
+@pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16])
+def test_dcnv3_low_precision(dtype):
+    layer = DCNv3(16, group=2)
+    with torch.no_grad():
+        layer.offset.weight.normal_()
+    x = torch.randn(2, 7, 9, 16)
+    ref = layer(x)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        auto = layer(x)
+    assert auto.dtype == torch.bfloat16
+    torch.testing.assert_close(auto.float(), ref, rtol=0.05, atol=0.05)
+    half = layer.to(dtype)(x.to(dtype))
+    assert half.dtype == dtype
+    torch.testing.assert_close(half.float(), ref, rtol=0.05, atol=0.05)
+
+
+def test_entry_point_checks_shapes():
+    x = torch.randn(1, 4, 4, 8)
+    with pytest.raises(ValueError, match='offset must be'):
+        dcnv3(x, torch.zeros(1, 4, 4, 10), torch.zeros(1, 4, 4, 9), group=1)
+    with pytest.raises(ValueError, match='not divisible by group=3'):
+        dcnv3(x, torch.zeros(1, 4, 4, 54), torch.zeros(1, 4, 4, 27), group=3)
