@@ -4,6 +4,8 @@ import json
 import sys
 from typing import List, Optional
 
+from . import erf
+
 
 def _cmd_models(args: argparse.Namespace) -> int:
     from ..analysis.complexity import format_variants_table, variants_table
@@ -38,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('dst', help='output .safetensors file')
     p.add_argument('--model', required=True, help='variant name, e.g. uniconvnet_t')
     p.set_defaults(func=_cmd_convert)
+
+    erf.add_parser(sub)
     return parser
 
 
