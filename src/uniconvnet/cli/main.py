@@ -4,6 +4,10 @@ import json
 import sys
 from typing import List, Optional
 
+from .evaluate import add_eval_parser
+from .predict import add_predict_parser
+from .train import add_train_parser
+
 
 def _cmd_models(args: argparse.Namespace) -> int:
     from ..analysis.complexity import format_variants_table, variants_table
@@ -38,17 +42,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('dst', help='output .safetensors file')
     p.add_argument('--model', required=True, help='variant name, e.g. uniconvnet_t')
     p.set_defaults(func=_cmd_convert)
+
+    add_train_parser(sub)
+    add_eval_parser(sub)
+    add_predict_parser(sub)
     return parser
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from ..engine.trainer import TrainingDiverged
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError) as e:  # bad input: one clear line, no traceback
         print(f'uniconvnet {args.command}: error: {e}', file=sys.stderr)
         return 2
+    except TrainingDiverged as e:
+        print(f'uniconvnet {args.command}: {e}', file=sys.stderr)
+        return 1
 
 
 if __name__ == '__main__':
