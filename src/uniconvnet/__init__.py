@@ -14,7 +14,7 @@ from .ops import dcnv3
 __version__ = '0.1.0'
 
 __all__ = ['DCNv3', 'LayerNorm2d', 'RFA', 'ReceptiveFieldAggregator', 'UniConvNet', 'VARIANTS',
-           'checkpoint_filter_fn', 'create_model', 'dcnv3', 'list_variants', '__version__']
+           'check_model_name', 'checkpoint_filter_fn', 'create_model', 'dcnv3', 'list_variants', '__version__']
 
 
 def list_variants() -> List[str]:
@@ -22,10 +22,15 @@ def list_variants() -> List[str]:
     return list(VARIANTS)
 
 
-def create_model(name: str, pretrained: bool = False, **kwargs: Any) -> nn.Module:
-    """``timm.create_model`` with a clear error for unknown names. Any timm model name works too."""
+def check_model_name(name: str) -> str:
+    """``name`` if timm knows it (a UniConvNet variant or any timm model), else a ValueError listing ours."""
     base = name.split('.', 1)[0]
     if base not in timm.list_models(base):
         raise ValueError(f'unknown model {name!r}. UniConvNet variants: {", ".join(VARIANTS)} '
                          f'(any other timm model name works as well)')
-    return timm.create_model(name, pretrained=pretrained, **kwargs)
+    return name
+
+
+def create_model(name: str, pretrained: bool = False, **kwargs: Any) -> nn.Module:
+    """``timm.create_model`` with a clear error for unknown names. Any timm model name works too."""
+    return timm.create_model(check_model_name(name), pretrained=pretrained, **kwargs)

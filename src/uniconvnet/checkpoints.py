@@ -14,8 +14,8 @@ import torch.nn as nn
 
 PathLike = Union[str, os.PathLike]
 
-__all__ = ['CheckpointError', 'load_checkpoint_file', 'atomic_save', 'save_safetensors', 'load_weights',
-           'convert_official_checkpoint']
+__all__ = ['CheckpointError', 'load_checkpoint_file', 'atomic_save', 'atomic_write_text', 'save_safetensors',
+           'load_weights', 'convert_official_checkpoint']
 
 
 def _last_line(error: BaseException) -> str:
@@ -73,6 +73,11 @@ def _atomic_write(path: PathLike, write) -> Path:
 def atomic_save(obj: Any, path: PathLike) -> Path:
     """``torch.save`` that never leaves a half-written file at ``path``."""
     return _atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
+def atomic_write_text(path: PathLike, text: str) -> Path:
+    """Write a text file (JSON, JSON lines) atomically."""
+    return _atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding='utf-8'))
 
 
 def save_safetensors(state_dict: Dict[str, torch.Tensor], path: PathLike,

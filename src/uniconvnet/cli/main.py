@@ -5,6 +5,9 @@ import sys
 from typing import List, Optional
 
 from . import erf
+from .evaluate import add_eval_parser
+from .predict import add_predict_parser
+from .train import add_train_parser
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
@@ -42,17 +45,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_convert)
 
     erf.add_parser(sub)
+    add_train_parser(sub)
+    add_eval_parser(sub)
+    add_predict_parser(sub)
     return parser
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from ..engine.trainer import TrainingDiverged
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError) as e:  # bad input: one clear line, no traceback
         print(f'uniconvnet {args.command}: error: {e}', file=sys.stderr)
         return 2
+    except TrainingDiverged as e:
+        print(f'uniconvnet {args.command}: {e}', file=sys.stderr)
+        return 1
 
 
 if __name__ == '__main__':

@@ -1,0 +1,14 @@
+"""Training engine: one trainer for every task, classification on top, recipes, evaluation and prediction."""
+from .artifacts import TrainedModelInfo, load_trained_model, plot_curves, read_model_config, write_model_config
+from .classification import ClassificationTask, build_classification_model, build_datasets, train
+from .config import TrainConfig
+from .distributed import DistributedContext, init_distributed
+from .inference import evaluate_checkpoint, predict
+from .recipes import RECIPES, list_recipes, make_train_config, recipe_values
+from .trainer import Task, Trainer, TrainingDiverged, effective_batch_and_lr, evaluate_task
+
+__all__ = ['ClassificationTask', 'DistributedContext', 'RECIPES', 'Task', 'TrainConfig', 'TrainedModelInfo',
+           'Trainer', 'TrainingDiverged', 'build_classification_model', 'build_datasets', 'effective_batch_and_lr',
+           'evaluate_checkpoint', 'evaluate_task', 'init_distributed', 'list_recipes', 'load_trained_model',
+           'make_train_config', 'plot_curves', 'predict', 'read_model_config', 'recipe_values', 'train',
+           'write_model_config']

@@ -1,0 +1,134 @@
+"""`uniconvnet train / eval / predict` on the built-in digits, as a user runs them (tiny images, few steps)."""
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+
+from uniconvnet.checkpoints import load_checkpoint_file
+from uniconvnet.cli.main import main as cli_main
+from uniconvnet.data import DIGITS_CLASSES, export_digits_folder
+
+# 8x8 inputs keep a step of UniConvNet-A at a few tens of milliseconds
+TINY = ['--image-size', '8', '--batch-size', '16', '--log-interval', '1']
+pytestmark = pytest.mark.usefixtures('one_thread')
+
+
+def uniconvnet(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, '-m', 'uniconvnet', *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def metrics(folder: Path, drop=('seconds',)):
+    rows = [json.loads(line) for line in (folder / 'metrics.jsonl').read_text().splitlines()]
+    return [{k: v for k, v in row.items() if k not in drop} for row in rows]
+
+
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp('train') / 'run'
+    res = uniconvnet('train', *TINY, '--epochs', '2', '--limit-train-batches', '3', '--output', out)
+    assert res.returncode == 0, res.stderr
+    # the effective batch and the scaled lr are printed at start: digits recipe, 3e-3 at batch 64
+    assert 'effective batch 16' in res.stdout and 'lr 0.00075 (= 0.003 x 16 / 64, scaled linearly)' in res.stdout
+    assert 'epoch 1/2  step 3/3  loss' in res.stdout and 'img/s  eta' in res.stdout  # plain progress lines
+    return out
+
+
+def test_outputs(trained):
+    rows = metrics(trained, drop=())
+    assert [r['epoch'] for r in rows] == [1, 2]
+    for row in rows:
+        assert {'epoch', 'train_loss', 'val_loss', 'val_top1', 'val_top5', 'lr', 'seconds'} <= set(row)
+        assert 0 <= row['val_top1'] <= row['val_top5'] <= 100
+    config = json.loads((trained / 'config.json').read_text())
+    assert config['architecture'] == 'uniconvnet_a' and config['label_names'] == DIGITS_CLASSES
+    assert config['pretrained_cfg']['input_size'] == [3, 8, 8] and config['pretrained_cfg']['crop_pct'] == 1.0
+    assert (trained / 'curves.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+    last = load_checkpoint_file(trained / 'last.pt')  # weights_only: the resume state is plain data
+    assert last['epoch'] == 2 and last['step'] == 6 and len(last['history']) == 2
+    assert {'model', 'optimizer', 'scheduler', 'rng', 'config'} <= set(last)
+    best = load_checkpoint_file(trained / 'best.pt')
+    assert best['best_metric'] == max(r['val_top1'] for r in rows)
+    # the output folder is a timm model folder
+    model = timm.create_model(f'local-dir:{trained}', pretrained=True)
+    assert model.num_classes == 10 and model.pretrained_cfg['label_names'] == DIGITS_CLASSES
+    torch.testing.assert_close(model.state_dict(), last['model'], rtol=0, atol=0)
+
+
+def test_eval_reproduces_last_epoch(trained, capsys):
+    for checkpoint in (trained / 'model.safetensors', trained / 'last.pt'):
+        assert cli_main(['eval', '--checkpoint', str(checkpoint), '--json']) == 0
+        result = json.loads(capsys.readouterr().out)
+        last = metrics(trained)[-1]
+        assert result['top1'] == pytest.approx(last['val_top1'], abs=1e-9)
+        assert result['top5'] == pytest.approx(last['val_top5'], abs=1e-9)
+        assert result['loss'] == pytest.approx(last['val_loss'], rel=1e-5)
+        assert result['images'] == 360 and result['images_per_s'] > 0
+
+
+def test_predict(trained, tmp_path, capsys):
+    folder = export_digits_folder(tmp_path / 'digits', splits=('val',), per_class=1)
+    images = sorted(str(p) for p in (folder / 'val').rglob('*.png'))[:3]
+    assert cli_main(['predict', *images, '--checkpoint', str(trained / 'model.safetensors'), '--topk', '3',
+                     '--json']) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert list(result) == images
+    for top in result.values():
+        probs = [p for _, p in top]
+        assert len(top) == 3 and all(name in DIGITS_CLASSES for name, _ in top)
+        assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1 + 1e-6
+    assert cli_main(['predict', images[0], '--checkpoint', str(trained)]) == 0
+    assert capsys.readouterr().out.startswith(f'{images[0]}: ')
+
+
+def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path):
+    args = [*TINY, '--epochs', '3', '--limit-train-batches', '4', '--deterministic', '--resume', 'auto']
+    reference = uniconvnet('train', *args, '--output', tmp_path / 'reference')
+    assert reference.returncode == 0, reference.stderr
+    assert 'nothing to resume' in reference.stdout and 'starting fresh' in reference.stdout
+
+    out = tmp_path / 'killed'
+    proc = subprocess.Popen([sys.executable, '-m', 'uniconvnet', 'train', *args, '--output', str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=dict(os.environ, PYTHONUNBUFFERED='1'))
+    try:
+        for line in proc.stdout:
+            if 'epoch 2/3  step 2/4' in line:  # in the middle of the second epoch
+                proc.send_signal(signal.SIGKILL)
+                break
+    finally:
+        proc.stdout.close()
+        proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    state = load_checkpoint_file(out / 'last.pt')  # the checkpoint it resumes from loads cleanly
+    assert state['epoch'] == 1
+    assert not [p.name for p in out.iterdir() if p.name.endswith('.tmp')]
+
+    resumed = uniconvnet('train', *args, '--output', out)
+    assert resumed.returncode == 0, resumed.stderr
+    assert 'resumed from' in resumed.stdout and '1 of 3 epochs done' in resumed.stdout
+    assert metrics(out) == metrics(tmp_path / 'reference')  # bit for bit, every epoch
+    torch.testing.assert_close(load_checkpoint_file(out / 'last.pt')['model'],
+                               load_checkpoint_file(tmp_path / 'reference' / 'last.pt')['model'], rtol=0, atol=0)
+
+
+def test_torchrun_two_processes_same_first_step_loss(tmp_path):
+    common = ['--image-size', '8', '--epochs', '1', '--limit-train-batches', '1', '--no-aug']
+    one = uniconvnet('train', *common, '--batch-size', '16', '--output', tmp_path / 'one')
+    assert one.returncode == 0, one.stderr
+    two = subprocess.run(
+        [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2', '-m', 'uniconvnet',
+         'train', *common, '--batch-size', '8', '--output', str(tmp_path / 'two')],
+        capture_output=True, text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS='1'))
+    assert two.returncode == 0, two.stderr[-2000:]
+    assert 'x 2 process(es)' in two.stdout and 'effective batch 16' in two.stdout
+    assert two.stdout.count('output: ') == 1  # rank 0 alone logs
+    loss_one, loss_two = metrics(tmp_path / 'one')[0]['train_loss'], metrics(tmp_path / 'two')[0]['train_loss']
+    assert loss_two == pytest.approx(loss_one, rel=1e-5, abs=1e-6)
+    assert 2.0 < loss_one < 2.6  # about ln(10): the first step of a fresh 10-class head
