@@ -5,7 +5,20 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-FIXTURES = Path(os.environ.get('UNICONVNET_FIXTURES', REPO.parent / 'shared' / 'fixtures' / 'official'))
+
+
+def _find_fixtures() -> Path:
+    # a checkout sits beside shared/ (CI, the main checkout); a git worktree may sit deeper
+    if os.environ.get('UNICONVNET_FIXTURES'):
+        return Path(os.environ['UNICONVNET_FIXTURES'])
+    for parent in REPO.parents:
+        candidate = parent / 'shared' / 'fixtures' / 'official'
+        if candidate.is_dir():
+            return candidate
+    return REPO.parent / 'shared' / 'fixtures' / 'official'
+
+
+FIXTURES = _find_fixtures()
 
 
 def _fixture_path(name: str) -> Path:
