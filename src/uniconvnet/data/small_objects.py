@@ -7,6 +7,7 @@ mask (the digit's strokes) and a class (the digit), and each canvas a semantic m
     ROOT/{train,val}/images/NNNNN.png
     ROOT/{train,val}/annotations.json     COCO detection + instance segmentation (RLE), categories "0".."9"
     ROOT/{train,val}/masks/NNNNN.png      semantic masks: 0 background, 1 + digit for the strokes
+    ROOT/classes.json                     the semantic class names, background first
 
 Digits of the validation canvases are never used in training canvases (a seeded split of the scans).
 Everything is deterministic for a given seed. By COCO's definition every object here is small (< 32x32).
@@ -140,5 +141,7 @@ def generate_small_objects(
                  max_objects, rng)
     _write_split(root / 'val', images[val_idx], digits.target[val_idx], num_val, image_size, size_range,
                  max_objects, rng)
+    # class names for segmentation masks: id 0 is the background, 1 + digit the strokes
+    (root / 'classes.json').write_text(json.dumps(['background'] + CLASS_NAMES))
     stamp.write_text(json.dumps(settings))
     return splits
