@@ -1,0 +1,296 @@
+"""Detection and segmentation training on the classification trainer's machinery.
+
+Both tasks plug into :class:`~uniconvnet.engine.trainer.Trainer` through the :class:`Task` interface, so they
+share its checkpointing (atomic ``last.pt``/``best.pt``, ``--resume``), progress, mixed precision, EMA,
+gradient accumulation and clipping, NaN guard and ``torchrun`` support: one piece of code, not a copy.
+
+Data layout (what ``generate_small_objects`` writes, and what ``--data DIR`` expects)::
+
+    DIR/{train,val}/images/*.png|jpg     DIR/{train,val}/annotations.json   (detection, COCO)
+                                         DIR/{train,val}/masks/<stem>.png   (segmentation, class ids)
+"""
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..checkpoints import atomic_write_text, load_checkpoint_file, save_safetensors
+from ..data.detection import CocoDetectionDataset, SegmentationFolderDataset, detection_collate
+from ..data.loader import build_loader
+from .coco_eval import coco_evaluate
+from .config import TrainConfig
+from .distributed import init_distributed
+from .seg_metrics import ConfusionMatrix
+from .trainer import Task, Trainer, find_resume_checkpoint, make_logger, seed_everything
+
+__all__ = ['DetectionTask', 'SegmentationTask', 'DetSegOptions', 'train_detection', 'train_segmentation',
+           'evaluate_detection', 'evaluate_segmentation', 'build_detector', 'DETECTORS']
+
+DETECTORS = ('retinanet', 'fasterrcnn', 'maskrcnn')
+DEFAULT_DATA = Path('runs') / 'data' / 'small_objects'
+
+
+@dataclass
+class DetSegOptions:
+    """What detection/segmentation adds to :class:`TrainConfig`."""
+    arch: str = 'retinanet'                  # retinanet | fasterrcnn | maskrcnn (detection); upernet (segmentation)
+    backbone: str = 'uniconvnet_a'
+    backbone_weights: Optional[str] = None
+    trainable_stages: int = 4
+    min_size: int = 128                      # detector input size (shorter side)
+    num_classes: Optional[int] = None        # default: from the data (+1 background for segmentation masks)
+
+
+def _gather(items: List[Any]) -> List[Any]:
+    if dist.is_available() and dist.is_initialized():
+        gathered: List[List[Any]] = [None] * dist.get_world_size()  # type: ignore[list-item]
+        dist.all_gather_object(gathered, items)
+        return [x for part in gathered for x in part]
+    return items
+
+
+class DetectionTask(Task):
+    """torchvision detectors: the model returns its loss dict in train mode and detections in eval mode."""
+    main_metric = 'val_AP'
+    sum_keys = ('count',)
+
+    def __init__(self, coco_gt: Dict[str, Any], class_names: List[str], meta: Dict[str, Any]):
+        self.coco_gt, self.class_names, self.meta = coco_gt, class_names, meta
+        self.categories = [c['id'] for c in coco_gt['categories']]
+        self._results: List[Dict[str, Any]] = []
+
+    def training_loss(self, model: nn.Module, batch: Any) -> torch.Tensor:
+        images, targets = batch
+        losses = model(images, targets)
+        return sum(losses.values())
+
+    def evaluation_sums(self, model: nn.Module, batch: Any) -> Dict[str, torch.Tensor]:
+        images, targets = batch
+        for out, target in zip(model(images), targets):
+            boxes = out['boxes'].float().cpu()
+            for box, score, label in zip(boxes, out['scores'].float().cpu(), out['labels'].cpu()):
+                x1, y1, x2, y2 = box.tolist()
+                self._results.append({'image_id': int(target['image_id']), 'category_id':
+                                      self.categories[int(label) - 1], 'bbox': [x1, y1, x2 - x1, y2 - y1],
+                                      'score': float(score)})
+        return {'count': torch.tensor(float(len(images)))}
+
+    def summarize(self, sums: Dict[str, float]) -> Dict[str, float]:
+        results, self._results = _gather(self._results), []
+        return {f'val_{k}': v for k, v in coco_evaluate(self.coco_gt, results).items()}
+
+    def metadata(self) -> Dict[str, Any]:
+        return dict(self.meta, label_names=self.class_names)
+
+
+class SegmentationTask(Task):
+    """Per-pixel cross-entropy; validation accumulates a confusion matrix (summed over processes)."""
+    main_metric = 'val_mIoU'
+
+    def __init__(self, num_classes: int, class_names: List[str], meta: Dict[str, Any], ignore_index: int = 255):
+        self.num_classes, self.class_names, self.meta, self.ignore_index = num_classes, class_names, meta, ignore_index
+        self.sum_keys = tuple(f'cm{i}' for i in range(num_classes * num_classes))
+
+    def training_loss(self, model: nn.Module, batch: Any) -> torch.Tensor:
+        images, masks = batch
+        return F.cross_entropy(model(images).float(), masks, ignore_index=self.ignore_index)
+
+    def evaluation_sums(self, model: nn.Module, batch: Any) -> Dict[str, torch.Tensor]:
+        images, masks = batch
+        cm = ConfusionMatrix(self.num_classes, self.ignore_index)
+        cm.update(masks.cpu(), model(images).argmax(1).cpu())
+        return {k: v for k, v in zip(self.sum_keys, cm.matrix.flatten().double())}
+
+    def summarize(self, sums: Dict[str, float]) -> Dict[str, float]:
+        cm = ConfusionMatrix(self.num_classes, self.ignore_index)
+        cm.matrix = torch.tensor([sums[k] for k in self.sum_keys], dtype=torch.float64).reshape(
+            self.num_classes, self.num_classes).round().long()
+        res = cm.compute()
+        out = {'val_mIoU': res['mIoU'], 'val_pixel_acc': res['pixel_accuracy']}
+        out.update({f'val_IoU_{name}': (v if v == v else float('nan'))
+                    for name, v in zip(self.class_names, res['per_class_iou'])})
+        return out
+
+    def metadata(self) -> Dict[str, Any]:
+        return dict(self.meta, label_names=self.class_names)
+
+
+class _DetSegTrainer(Trainer):
+    """The shared trainer; only the final export differs (these models are not timm classifiers)."""
+
+    def export(self) -> None:
+        meta = self.task.metadata()
+        save_safetensors(self.model.state_dict(), self.output / 'model.safetensors', {'task': meta['task']})
+        if self.ema is not None:
+            save_safetensors(self.ema.module.state_dict(), self.output / 'model_ema.safetensors',
+                             {'task': meta['task']})
+        atomic_write_text(self.output / 'config.json', json.dumps(meta, indent=2))
+
+
+def build_detector(opts: DetSegOptions, num_classes: int, drop_path: float = 0.0) -> nn.Module:
+    """A torchvision detector on a UniConvNet FPN; anchors sized for ``min_size`` inputs."""
+    from ..integrations import torchvision as tv
+    if opts.arch not in DETECTORS:
+        raise ValueError(f'unknown detector {opts.arch!r}; choose one of {", ".join(DETECTORS)}')
+    common = dict(num_classes=num_classes, backbone_name=opts.backbone, backbone_weights=opts.backbone_weights,
+                  trainable_stages=opts.trainable_stages, drop_path_rate=drop_path, min_size=opts.min_size,
+                  max_size=opts.min_size)
+    if opts.arch == 'retinanet':
+        from torchvision.models.detection.anchor_utils import AnchorGenerator
+        # levels at strides 8..128: anchors from 8 px, three scales per octave
+        sizes = tuple((s, int(s * 1.26), int(s * 1.59)) for s in (8, 16, 32, 64, 128))
+        anchors = AnchorGenerator(sizes, ((0.5, 1.0, 2.0),) * 5)
+        return tv.retinanet_uniconvnet_fpn(anchor_generator=anchors, **common)
+    from torchvision.models.detection.anchor_utils import AnchorGenerator
+    anchors = AnchorGenerator(((8,), (16,), (32,), (64,), (128,)), ((0.5, 1.0, 2.0),) * 5)
+    builder = tv.fasterrcnn_uniconvnet_fpn if opts.arch == 'fasterrcnn' else tv.maskrcnn_uniconvnet_fpn
+    return builder(rpn_anchor_generator=anchors, **common)
+
+
+def _data_dirs(data: Optional[str], log) -> Path:
+    if data:
+        root = Path(data)
+        if not root.is_dir():
+            raise FileNotFoundError(f'data folder not found: {root}')
+        return root
+    from ..data.small_objects import generate_small_objects
+    generate_small_objects(DEFAULT_DATA)
+    log(f'no --data: using the built-in small-object dataset in {DEFAULT_DATA}')
+    return DEFAULT_DATA
+
+
+def _run(cfg: TrainConfig, opts: DetSegOptions, kind: str) -> Dict[str, Any]:
+    ctx = init_distributed(cfg.device)
+    try:
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        output = Path(cfg.output or Path('runs') / f'{kind}-{opts.arch}-{opts.backbone}')
+        resume_path = find_resume_checkpoint(cfg.resume, output)
+        if (output / 'last.pt').is_file() and resume_path is None and not cfg.overwrite:
+            raise ValueError(f'{output} already holds a training run (last.pt): continue it with --resume auto, '
+                             f'or start over with --overwrite or another --output')
+        if ctx.is_main:
+            output.mkdir(parents=True, exist_ok=True)
+        ctx.barrier()
+        log = make_logger(output / 'train.log', ctx.is_main)
+        if cfg.resume == 'auto' and resume_path is None:
+            log(f'--resume auto: nothing to resume in {output} (no last.pt): starting fresh')
+        root = _data_dirs(cfg.data, log)
+        seed_everything(cfg.seed)
+        loader_args = dict(world_size=ctx.world_size, rank=ctx.rank, seed=cfg.seed, num_workers=cfg.workers,
+                           persistent_workers=not cfg.deterministic)
+        meta = dict(task=kind, arch=opts.arch, backbone=opts.backbone, min_size=opts.min_size)
+        if kind == 'detection':
+            train_set = CocoDetectionDataset(root / 'train' / 'images', root / 'train' / 'annotations.json',
+                                             with_masks=opts.arch == 'maskrcnn', hflip=cfg.hflip > 0)
+            val_set = CocoDetectionDataset(root / 'val' / 'images', root / 'val' / 'annotations.json',
+                                           with_masks=opts.arch == 'maskrcnn')
+            num_classes = (opts.num_classes or len(train_set.class_names)) + 1  # + background
+            model = build_detector(opts, num_classes, cfg.drop_path or 0.0)
+            task: Task = DetectionTask(json.loads((root / 'val' / 'annotations.json').read_text()),
+                                       train_set.class_names, dict(meta, num_classes=num_classes))
+            collate = detection_collate
+        else:
+            from ..integrations.smp import upernet_uniconvnet
+            names_file = root / 'classes.json'
+            names = json.loads(names_file.read_text()) if names_file.is_file() else None
+            num_classes = opts.num_classes or (len(names) if names else None)
+            if num_classes is None:
+                raise ValueError(f'--num-classes is needed: {names_file} (a JSON list of class names, background '
+                                 f'first) does not exist')
+            train_set = SegmentationFolderDataset(root / 'train' / 'images', root / 'train' / 'masks', num_classes,
+                                                  hflip=cfg.hflip > 0)
+            val_set = SegmentationFolderDataset(root / 'val' / 'images', root / 'val' / 'masks', num_classes)
+            model = upernet_uniconvnet(num_classes, opts.backbone, opts.backbone_weights, decoder_channels=128,
+                                       drop_path_rate=cfg.drop_path or 0.0)
+            names = names or [str(i) for i in range(num_classes)]
+            task = SegmentationTask(num_classes, names, dict(meta, num_classes=num_classes))
+            collate = None
+        train_loader = build_loader(train_set, cfg.batch_size, is_training=True, collate_fn=collate, **loader_args)
+        val_loader = build_loader(val_set, cfg.batch_size, is_training=False, collate_fn=collate, **loader_args)
+        trainer = _DetSegTrainer(cfg, model, task, train_loader, val_loader, ctx, output, log)
+        seed_everything(cfg.seed + ctx.rank)
+        if resume_path is not None:
+            trainer.load_state_dict(load_checkpoint_file(resume_path), str(resume_path))
+            log(f'resumed from {resume_path}: {trainer.start_epoch} of {cfg.epochs} epochs done')
+        log(f'{kind}: {opts.arch} on {opts.backbone}, {num_classes} classes, {len(train_set)} train / '
+            f'{len(val_set)} val images; {trainer.lr_note}; output {output}')
+        return trainer.fit()
+    finally:
+        ctx.close()
+
+
+def train_detection(cfg: TrainConfig, opts: DetSegOptions) -> Dict[str, Any]:
+    """Train a detector (``uniconvnet detect train``); COCO AP on the val split every epoch."""
+    return _run(cfg, opts, 'detection')
+
+
+def train_segmentation(cfg: TrainConfig, opts: DetSegOptions) -> Dict[str, Any]:
+    """Train UperNet (``uniconvnet segment train``); mIoU and per-class IoU on the val split every epoch."""
+    return _run(cfg, opts, 'segmentation')
+
+
+def _load_for_eval(checkpoint: str):
+    """Model options and weights from a run's output: ``model.safetensors``/``best.pt``/``last.pt`` + config."""
+    path = Path(checkpoint)
+    folder = path if path.is_dir() else path.parent
+    weights = folder / 'model.safetensors' if path.is_dir() else path
+    config = folder / 'config.json'
+    if not config.is_file():
+        raise FileNotFoundError(f'{config} not found: pass the output folder of `uniconvnet detect/segment train` '
+                                f'or a checkpoint inside it')
+    meta = json.loads(config.read_text())
+    state = load_checkpoint_file(weights)
+    if 'model' in state and isinstance(state['model'], dict):
+        state = state['model']
+    return meta, state
+
+
+def _evaluate(checkpoint: str, data: Optional[str], kind: str, batch_size: int, device: str) -> Dict[str, float]:
+    from .trainer import evaluate_task
+    meta, state = _load_for_eval(checkpoint)
+    if meta.get('task') != kind:
+        raise ValueError(f'{checkpoint} holds a {meta.get("task")} model, not a {kind} model')
+    ctx = init_distributed(device)
+    try:
+        root = _data_dirs(data, print)
+        opts = DetSegOptions(arch=meta['arch'], backbone=meta['backbone'], min_size=meta['min_size'])
+        names = meta['label_names']
+        if kind == 'detection':
+            val_set = CocoDetectionDataset(root / 'val' / 'images', root / 'val' / 'annotations.json')
+            model = build_detector(opts, meta['num_classes'])
+            task: Task = DetectionTask(json.loads((root / 'val' / 'annotations.json').read_text()), names, meta)
+            collate = detection_collate
+        else:
+            from ..integrations.smp import upernet_uniconvnet
+            val_set = SegmentationFolderDataset(root / 'val' / 'images', root / 'val' / 'masks', meta['num_classes'])
+            model = upernet_uniconvnet(meta['num_classes'], opts.backbone, decoder_channels=128)
+            task = SegmentationTask(meta['num_classes'], names, meta)
+            collate = None
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as e:
+            raise ValueError(f'{checkpoint} does not fit a {meta["arch"]} on {meta["backbone"]} '
+                             f'({str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else e})') from e
+        loader = build_loader(val_set, batch_size, is_training=False, collate_fn=collate,
+                              world_size=ctx.world_size, rank=ctx.rank)
+        return evaluate_task(task, model.to(ctx.device), loader, ctx)
+    finally:
+        ctx.close()
+
+
+def evaluate_detection(checkpoint: str, data: Optional[str] = None, batch_size: int = 8,
+                       device: str = 'auto') -> Dict[str, float]:
+    """COCO AP, AP50, AP75, APs, APm, APl of a trained detector on ``DATA/val`` (``uniconvnet detect eval``)."""
+    return _evaluate(checkpoint, data, 'detection', batch_size, device)
+
+
+def evaluate_segmentation(checkpoint: str, data: Optional[str] = None, batch_size: int = 8,
+                          device: str = 'auto') -> Dict[str, float]:
+    """mIoU, pixel accuracy and per-class IoU on ``DATA/val`` (``uniconvnet segment eval``)."""
+    return _evaluate(checkpoint, data, 'segmentation', batch_size, device)

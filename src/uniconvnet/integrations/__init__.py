@@ -1,0 +1,1 @@
+"""Thin adapters that hand UniConvNet to other frameworks. Each module imports its framework lazily."""

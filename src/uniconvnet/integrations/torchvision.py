@@ -1,0 +1,131 @@
+"""torchvision detection with UniConvNet backbones: an FPN backbone over ``features_only`` and builders that
+mirror torchvision's ``*_resnet50_fpn`` functions.
+
+The backbone is the registered timm model itself (no copy of the architecture): ``features_only=True`` gives
+the stage outputs, torchvision's ``FeaturePyramidNetwork`` turns them into levels.
+"""
+from collections import OrderedDict
+from typing import Any, Dict, Optional, Sequence
+
+import torch
+import torch.nn as nn
+
+__all__ = ['UniConvNetFPN', 'uniconvnet_fpn_backbone', 'fasterrcnn_uniconvnet_fpn', 'maskrcnn_uniconvnet_fpn',
+           'retinanet_uniconvnet_fpn']
+
+
+class UniConvNetFPN(nn.Module):
+    """Stage features of a timm backbone through an FPN. ``out_channels`` is what torchvision detectors read.
+
+    Args:
+        body: a ``features_only`` timm model (its ``feature_info`` gives the channels).
+        out_channels: FPN width.
+        extra_blocks: torchvision FPN extra block (max-pool P6 for R-CNNs, P6/P7 for RetinaNet).
+    """
+
+    def __init__(self, body: nn.Module, out_channels: int = 256, extra_blocks: Optional[nn.Module] = None):
+        super().__init__()
+        from torchvision.ops import FeaturePyramidNetwork
+        self.body = body
+        self.fpn = FeaturePyramidNetwork(list(body.feature_info.channels()), out_channels, extra_blocks=extra_blocks)
+        self.out_channels = out_channels
+
+    def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
+        feats = self.body(x)
+        return self.fpn(OrderedDict((str(i), f) for i, f in enumerate(feats)))
+
+
+def _freeze_stages(body: nn.Module, trainable_stages: int, num_stages: int = 4) -> None:
+    """Train only the last ``trainable_stages`` stages; the stem trains only when all stages do.
+
+    Like torchvision's ``trainable_layers``. ``features_only`` models name their parts ``stem_*`` and
+    ``stages_<i>``.
+    """
+    if not 0 <= trainable_stages <= num_stages:
+        raise ValueError(f'trainable_stages must be between 0 and {num_stages}, got {trainable_stages}')
+    first_trainable = num_stages - trainable_stages
+    for name, param in body.named_parameters():
+        if name.startswith('stages_'):
+            trainable = int(name.split('.')[0].split('_')[1]) >= first_trainable
+        else:
+            trainable = trainable_stages == num_stages
+        param.requires_grad_(trainable)
+
+
+def uniconvnet_fpn_backbone(
+        backbone_name: str = 'uniconvnet_a',
+        backbone_weights: Optional[str] = None,
+        trainable_stages: int = 4,
+        returned_stages: Sequence[int] = (0, 1, 2, 3),
+        out_channels: int = 256,
+        extra_blocks: Optional[nn.Module] = None,
+        drop_path_rate: float = 0.0,
+) -> UniConvNetFPN:
+    """An FPN backbone from a UniConvNet variant.
+
+    Args:
+        backbone_name: variant name, e.g. ``uniconvnet_a``.
+        backbone_weights: an official or our classification checkpoint (loaded through ``checkpoint_filter_fn``;
+            the classifier is dropped).
+        trainable_stages: how many of the last stages train (0-4); with 4 the stem trains too.
+        returned_stages: stage indices fed to the FPN.
+        out_channels: FPN width.
+        extra_blocks: FPN extra levels (default: max-pooled P6, as torchvision's R-CNN builders).
+        drop_path_rate: stochastic depth of the backbone.
+    """
+    from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
+
+    from .. import create_model
+    kwargs: Dict[str, Any] = dict(features_only=True, out_indices=tuple(returned_stages),
+                                  drop_path_rate=drop_path_rate)
+    if backbone_weights is not None:
+        kwargs.update(pretrained=True, pretrained_cfg_overlay=dict(file=str(backbone_weights)))
+    body = create_model(backbone_name, **kwargs)
+    _freeze_stages(body, trainable_stages)
+    return UniConvNetFPN(body, out_channels, extra_blocks if extra_blocks is not None else LastLevelMaxPool())
+
+
+def fasterrcnn_uniconvnet_fpn(
+        num_classes: int = 91,
+        backbone_name: str = 'uniconvnet_a',
+        backbone_weights: Optional[str] = None,
+        trainable_stages: int = 4,
+        drop_path_rate: float = 0.0,
+        **kwargs: Any,
+):
+    """Faster R-CNN with a UniConvNet FPN backbone; extra kwargs go to ``torchvision...FasterRCNN``."""
+    from torchvision.models.detection import FasterRCNN
+    backbone = uniconvnet_fpn_backbone(backbone_name, backbone_weights, trainable_stages,
+                                       drop_path_rate=drop_path_rate)
+    return FasterRCNN(backbone, num_classes=num_classes, **kwargs)
+
+
+def maskrcnn_uniconvnet_fpn(
+        num_classes: int = 91,
+        backbone_name: str = 'uniconvnet_a',
+        backbone_weights: Optional[str] = None,
+        trainable_stages: int = 4,
+        drop_path_rate: float = 0.0,
+        **kwargs: Any,
+):
+    """Mask R-CNN with a UniConvNet FPN backbone; extra kwargs go to ``torchvision...MaskRCNN``."""
+    from torchvision.models.detection import MaskRCNN
+    backbone = uniconvnet_fpn_backbone(backbone_name, backbone_weights, trainable_stages,
+                                       drop_path_rate=drop_path_rate)
+    return MaskRCNN(backbone, num_classes=num_classes, **kwargs)
+
+
+def retinanet_uniconvnet_fpn(
+        num_classes: int = 91,
+        backbone_name: str = 'uniconvnet_a',
+        backbone_weights: Optional[str] = None,
+        trainable_stages: int = 4,
+        drop_path_rate: float = 0.0,
+        **kwargs: Any,
+):
+    """RetinaNet with a UniConvNet FPN backbone: stages 2-4 plus P6/P7, as torchvision's ResNet-50 builder."""
+    from torchvision.models.detection import RetinaNet
+    from torchvision.ops.feature_pyramid_network import LastLevelP6P7
+    backbone = uniconvnet_fpn_backbone(backbone_name, backbone_weights, trainable_stages, returned_stages=(1, 2, 3),
+                                       extra_blocks=LastLevelP6P7(256, 256), drop_path_rate=drop_path_rate)
+    return RetinaNet(backbone, num_classes=num_classes, **kwargs)
