@@ -163,3 +163,27 @@ def test_bad_segmentation_masks(small_objects, tmp_path):
     empty.mkdir()
     with pytest.raises(ValueError, match='no images'):
         SegmentationFolderDataset(empty, masks, num_classes=11)
+
+
+def _cli(*args):
+    from uniconvnet.cli.main import main
+    return main([str(a) for a in args])
+
+
+@pytest.mark.parametrize('kind,extra', [('segment', []), ('detect', ['--arch', 'fasterrcnn', '--min-size', '64'])])
+def test_train_then_eval_reproduces_val_metric(kind, extra, small_objects, tmp_path, capsys):
+    # the shared trainer: checkpoints, metrics.jsonl, exported weights; eval of the export repeats the last epoch
+    root = small_objects['train'].images.parent.parent
+    out = tmp_path / kind
+    assert _cli(kind, 'train', '--data', root, '--output', out, '--epochs', 1, '--batch-size', 2, '--workers', 0,
+                '--limit-train-batches', 2, *extra) == 0
+    for name in ('last.pt', 'best.pt', 'metrics.jsonl', 'model.safetensors', 'config.json'):
+        assert (out / name).is_file(), name
+    record = json.loads((out / 'metrics.jsonl').read_text().splitlines()[-1])
+    capsys.readouterr()
+    assert _cli(kind, 'eval', '--checkpoint', out, '--data', root) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    key = 'val_mIoU' if kind == 'segment' else 'val_AP'
+    assert metrics[key] == pytest.approx(record[key], abs=1e-6)
+    # a second run into the same folder must not silently overwrite it
+    assert _cli(kind, 'train', '--data', root, '--output', out, '--epochs', 1, *extra) == 2

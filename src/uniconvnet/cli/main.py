@@ -5,6 +5,7 @@ import sys
 from typing import List, Optional
 
 from . import erf
+from .detseg import add_detseg_parsers
 from .evaluate import add_eval_parser
 from .predict import add_predict_parser
 from .train import add_train_parser
@@ -48,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_parser(sub)
     add_eval_parser(sub)
     add_predict_parser(sub)
+    add_detseg_parsers(sub)
     return parser
 
 

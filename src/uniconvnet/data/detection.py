@@ -10,7 +10,7 @@ Bad data is handled at the boundary, and nothing is dropped silently:
 import json
 import logging
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Tuple, Union
 
 import numpy as np
 import torch

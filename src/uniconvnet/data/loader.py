@@ -5,7 +5,7 @@ permutation depends only on the seed and the epoch, and rank ``r`` of ``W`` take
 ``W`` processes with batch ``B`` see exactly the images one process sees with batch ``W * B``. Evaluation
 shards without padding, so that summed metrics count every image exactly once.
 """
-from typing import Iterator, Optional, Sized
+from typing import Callable, Iterator, Optional, Sized
 
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
@@ -27,7 +27,8 @@ class ShardSampler(Sampler[int]):
 
 def build_loader(dataset: Dataset, batch_size: int, is_training: bool, world_size: int = 1, rank: int = 0,
                  seed: int = 0, num_workers: int = 0, pin_memory: bool = False,
-                 persistent_workers: bool = True, drop_last: Optional[bool] = None) -> DataLoader:
+                 persistent_workers: bool = True, drop_last: Optional[bool] = None,
+                 collate_fn: Optional[Callable] = None) -> DataLoader:
     """A ``DataLoader`` for one process of ``world_size``; call ``loader.sampler.set_epoch(e)`` each epoch."""
     if is_training:
         sampler: Sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed)
@@ -35,6 +36,7 @@ def build_loader(dataset: Dataset, batch_size: int, is_training: bool, world_siz
         sampler = ShardSampler(dataset, world_size, rank)
     return DataLoader(
         dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers, pin_memory=pin_memory,
+        collate_fn=collate_fn,
         drop_last=is_training if drop_last is None else drop_last,
         persistent_workers=persistent_workers and num_workers > 0,
     )

@@ -1,6 +1,5 @@
 """Image classification on the trainer: the task, the data, fine-tuning, and :func:`train` (``uniconvnet train``)."""
 import os
-import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -16,7 +15,7 @@ from ..data import (DIGITS_CLASSES, Augmentation, DigitsDataset, ImageFolderData
                     build_transform)
 from .config import TrainConfig
 from .distributed import init_distributed
-from .trainer import Task, Trainer, find_resume_checkpoint, seed_everything
+from .trainer import Task, Trainer, find_resume_checkpoint, make_logger, seed_everything
 
 __all__ = ['ClassificationTask', 'build_classification_model', 'build_datasets', 'load_finetune_weights', 'train']
 
@@ -150,16 +149,6 @@ def _set_deterministic(deterministic: bool, device: torch.device) -> None:
         torch.backends.cudnn.benchmark = True
 
 
-def _make_logger(path: Path, enabled: bool) -> Callable[[str], None]:
-    def log(message: str) -> None:
-        if not enabled:
-            return
-        print(message, flush=True)
-        with open(path, 'a', encoding='utf-8') as f:
-            f.write(f'{time.strftime("%Y-%m-%d %H:%M:%S")}  {message}\n')
-    return log
-
-
 def train(cfg: TrainConfig) -> Dict[str, Any]:
     """Train (or fine-tune, or resume) a classifier as ``cfg`` says; what ``uniconvnet train`` runs.
 
@@ -185,7 +174,7 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
         if ctx.is_main:
             output.mkdir(parents=True, exist_ok=True)
         ctx.barrier()
-        log = _make_logger(output / 'train.log', ctx.is_main)
+        log = make_logger(output / 'train.log', ctx.is_main)
         if cfg.resume == 'auto' and resume_path is None:
             log(f'--resume auto: nothing to resume in {output} (no last.pt): starting fresh')
         num_classes = len(class_names)

@@ -23,14 +23,14 @@ from timm.scheduler import create_scheduler_v2
 from timm.utils import ModelEmaV3
 from torch.utils.data import DataLoader
 
-from ..checkpoints import atomic_save, atomic_write_text, load_checkpoint_file, save_safetensors
+from ..checkpoints import atomic_save, atomic_write_text, save_safetensors
 from ..data.folder import CorruptImageError
 from .config import TrainConfig
 from .distributed import DistributedContext
 from .progress import Progress, format_seconds
 
 __all__ = ['Task', 'Trainer', 'TrainingDiverged', 'effective_batch_and_lr', 'find_resume_checkpoint',
-           'seed_everything']
+           'make_logger', 'seed_everything']
 
 
 class TrainingDiverged(RuntimeError):
@@ -64,6 +64,17 @@ class Task:
     def metadata(self) -> Dict[str, Any]:
         """Saved in checkpoints and ``config.json``: e.g. ``label_names`` and ``preprocessing``."""
         return {}
+
+
+def make_logger(path: Path, enabled: bool) -> Callable[[str], None]:
+    """``log(message)``: print and append to ``path`` with a timestamp (a no-op when not ``enabled``)."""
+    def log(message: str) -> None:
+        if not enabled:
+            return
+        print(message, flush=True)
+        with open(path, 'a', encoding='utf-8') as f:
+            f.write(f'{time.strftime("%Y-%m-%d %H:%M:%S")}  {message}\n')
+    return log
 
 
 def seed_everything(seed: int) -> None:

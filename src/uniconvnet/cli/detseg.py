@@ -1,0 +1,92 @@
+"""``uniconvnet detect train|eval`` and ``uniconvnet segment train|eval``: thin over ``engine.detseg``."""
+import argparse
+import json
+from typing import Any, Dict
+
+from ..engine.config import TrainConfig
+
+# the trainer settings these commands expose, with detection/segmentation defaults
+_TRAIN_DEFAULTS: Dict[str, Any] = dict(
+    epochs=12, warmup_epochs=1.0, batch_size=8, lr=1e-3, weight_decay=0.05, clip_grad=10.0, ema_decay=0.0,
+    mixup=0.0, cutmix=0.0, smoothing=0.0, auto_augment=None, reprob=0.0, workers=2, drop_path=0.0,
+)
+_TRAIN_FLAGS = ('data', 'output', 'resume', 'overwrite', 'epochs', 'warmup_epochs', 'batch_size', 'accum_steps',
+                'lr', 'min_lr', 'weight_decay', 'clip_grad', 'drop_path', 'ema_decay', 'hflip', 'workers', 'device',
+                'threads', 'amp', 'deterministic', 'seed', 'max_bad_steps', 'log_interval', 'limit_train_batches')
+
+
+def _add_common(p: argparse.ArgumentParser, kind: str) -> None:
+    fields = TrainConfig.field_names()
+    for name in _TRAIN_FLAGS:
+        f = fields[name]
+        default = _TRAIN_DEFAULTS.get(name, f.default)
+        flag = '--' + name.replace('_', '-')
+        help_text = f.metadata.get('help', '')
+        if name == 'data':
+            help_text = (f'folder with train/ and val/ ({"images + annotations.json" if kind == "detect" else "images + masks"}); '
+                         f'default: the built-in small-object dataset')
+        if isinstance(default, bool):
+            p.add_argument(flag, action='store_true', help=help_text)
+        else:
+            typ = type(default) if default is not None else (float if name in ('lr', 'clip_grad') else str)
+            if name in ('limit_train_batches', 'threads'):
+                typ = int
+            p.add_argument(flag, type=typ, default=default, choices=f.metadata.get('choices'), help=help_text)
+    p.add_argument('--backbone', default='uniconvnet_a', help='UniConvNet variant of the backbone')
+    p.add_argument('--backbone-weights', default=None, help='official or our classification checkpoint')
+    p.add_argument('--num-classes', type=int, default=None, help='classes (default: from the data)')
+
+
+def _options(args: argparse.Namespace):
+    from ..engine.detseg import DetSegOptions
+    return DetSegOptions(arch=args.arch, backbone=args.backbone, backbone_weights=args.backbone_weights,
+                         trainable_stages=getattr(args, 'trainable_stages', 4),
+                         min_size=getattr(args, 'min_size', 128), num_classes=args.num_classes)
+
+
+def _config(args: argparse.Namespace) -> TrainConfig:
+    values = {k: getattr(args, k) for k in _TRAIN_FLAGS}
+    return TrainConfig(**{**_TRAIN_DEFAULTS, **values, 'model': args.backbone, 'recipe': args.arch})
+
+
+def _cmd_detect_train(args: argparse.Namespace) -> int:
+    from ..engine.detseg import train_detection
+    train_detection(_config(args), _options(args))
+    return 0
+
+
+def _cmd_segment_train(args: argparse.Namespace) -> int:
+    from ..engine.detseg import train_segmentation
+    train_segmentation(_config(args), _options(args))
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from ..engine import detseg
+    fn = detseg.evaluate_detection if args.kind == 'detect' else detseg.evaluate_segmentation
+    metrics = fn(args.checkpoint, args.data, batch_size=args.batch_size, device=args.device)
+    print(json.dumps(metrics, indent=2))
+    return 0
+
+
+def add_detseg_parsers(sub: argparse._SubParsersAction) -> None:
+    for kind, title in (('detect', 'object detection (torchvision detectors, COCO AP)'),
+                        ('segment', 'semantic segmentation (UperNet, mIoU)')):
+        parser = sub.add_parser(kind, help=title)
+        actions = parser.add_subparsers(dest='action', metavar='ACTION')
+        actions.required = True
+        train = actions.add_parser('train', help=f'train {title}')
+        _add_common(train, kind)
+        if kind == 'detect':
+            train.add_argument('--arch', default='retinanet', choices=('retinanet', 'fasterrcnn', 'maskrcnn'))
+            train.add_argument('--trainable-stages', type=int, default=4, help='backbone stages that train (0-4)')
+            train.add_argument('--min-size', type=int, default=128, help='detector input size')
+            train.set_defaults(func=_cmd_detect_train)
+        else:
+            train.set_defaults(func=_cmd_segment_train, arch='upernet')
+        ev = actions.add_parser('eval', help=f'evaluate a trained {kind} model on DATA/val')
+        ev.add_argument('--checkpoint', required=True, help='output folder of the training run, or a checkpoint in it')
+        ev.add_argument('--data', default=None, help='data folder (default: the built-in small-object dataset)')
+        ev.add_argument('--batch-size', type=int, default=8)
+        ev.add_argument('--device', default='auto')
+        ev.set_defaults(func=_cmd_eval, kind=kind)
