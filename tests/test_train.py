@@ -72,8 +72,11 @@ def test_eval_reproduces_last_epoch(trained, capsys):
         assert result['images'] == 360 and result['images_per_s'] > 0
 
 
-def test_predict(trained, tmp_path, capsys):
+def test_eval_and_predict_on_image_files(trained, tmp_path, capsys):
     folder = export_digits_folder(tmp_path / 'digits', splits=('val',), per_class=1)
+    assert cli_main(['eval', '--checkpoint', str(trained), '--data', str(folder), '--json']) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result['images'] == 10 and 0 <= result['top1'] <= result['top5'] <= 100
     images = sorted(str(p) for p in (folder / 'val').rglob('*.png'))[:3]
     assert cli_main(['predict', *images, '--checkpoint', str(trained / 'model.safetensors'), '--topk', '3',
                      '--json']) == 0
@@ -88,7 +91,8 @@ def test_predict(trained, tmp_path, capsys):
 
 
 def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path):
-    args = [*TINY, '--epochs', '3', '--limit-train-batches', '4', '--deterministic', '--resume', 'auto']
+    args = [*TINY, '--epochs', '2', '--limit-train-batches', '4', '--limit-val-batches', '3', '--deterministic',
+            '--resume', 'auto']
     reference = uniconvnet('train', *args, '--output', tmp_path / 'reference')
     assert reference.returncode == 0, reference.stderr
     assert 'nothing to resume' in reference.stdout and 'starting fresh' in reference.stdout
@@ -99,7 +103,7 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path):
                             env=dict(os.environ, PYTHONUNBUFFERED='1'))
     try:
         for line in proc.stdout:
-            if 'epoch 2/3  step 2/4' in line:  # in the middle of the second epoch
+            if 'epoch 2/2  step 2/4' in line:  # in the middle of the second epoch
                 proc.send_signal(signal.SIGKILL)
                 break
     finally:
@@ -112,14 +116,15 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path):
 
     resumed = uniconvnet('train', *args, '--output', out)
     assert resumed.returncode == 0, resumed.stderr
-    assert 'resumed from' in resumed.stdout and '1 of 3 epochs done' in resumed.stdout
+    assert 'resumed from' in resumed.stdout and '1 of 2 epochs done' in resumed.stdout
     assert metrics(out) == metrics(tmp_path / 'reference')  # bit for bit, every epoch
     torch.testing.assert_close(load_checkpoint_file(out / 'last.pt')['model'],
                                load_checkpoint_file(tmp_path / 'reference' / 'last.pt')['model'], rtol=0, atol=0)
 
 
 def test_torchrun_two_processes_same_first_step_loss(tmp_path):
-    common = ['--image-size', '8', '--epochs', '1', '--limit-train-batches', '1', '--no-aug']
+    common = ['--image-size', '8', '--epochs', '1', '--limit-train-batches', '1', '--limit-val-batches', '1',
+              '--no-aug']
     one = uniconvnet('train', *common, '--batch-size', '16', '--output', tmp_path / 'one')
     assert one.returncode == 0, one.stderr
     two = subprocess.run(

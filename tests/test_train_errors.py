@@ -1,10 +1,12 @@
 """Bad input to train / eval / predict: one clear line and exit code 2, never a traceback; the NaN guard."""
+import json
 import math
 from pathlib import Path
 
 import pytest
 import timm
 import torch
+from timm.data import ImageNetInfo
 from torch.utils.data import Dataset
 
 from uniconvnet.cli.main import main as cli_main
@@ -93,14 +95,21 @@ def test_other_variant_and_class_count(tmp_path, capsys):
     assert '1000-class head' in err and 'built-in digits has 10 classes' in err
     err = fails(capsys, 'eval', '--checkpoint', p0, '--model', 'uniconvnet_a')
     assert 'checkpoint is for uniconvnet_p0' in err
+    # a 1000-class model predicts ImageNet names (the model is recognised from the weights)
+    image = tmp_path / 'digit.png'
+    DigitsDataset('val').image(0).save(image)
+    assert cli_main(['predict', str(image), '--checkpoint', str(a1000), '--topk', '2', '--json']) == 0
+    names = [name for name, _ in json.loads(capsys.readouterr().out)[str(image)]]
+    imagenet = ImageNetInfo()
+    known = {imagenet.index_to_description(i).split(',')[0] for i in range(1000)}
+    assert len(names) == 2 and set(names) <= known
 
 
-def test_finetune_reinitialises_head_then_resume_checks_class_count(digits_folder, tmp_path, capsys):
-    a1000 = tmp_path / 'a1000.pth'
-    official_like = timm.create_model('uniconvnet_a').state_dict()
-    torch.save({'model': official_like}, a1000)
+def test_finetune_reinitialises_head_then_resume_checks_class_count(official_a, digits_folder, tmp_path, capsys):
+    official = tmp_path / 'uniconvnet_a_1k_224.pth'
+    torch.save({'model': official_a['state_dict']}, official)  # the official key layout, 1000 classes
     out = tmp_path / 'ft'
-    assert cli_main(['train', *map(str, TINY), '--finetune', str(a1000), '--output', str(out)]) == 0
+    assert cli_main(['train', *map(str, TINY), '--finetune', str(official), '--output', str(out)]) == 0
     log = capsys.readouterr().out
     assert log.count('the head is re-initialised') == 1
     assert 'has a 1000-class head and this run has 10 classes' in log

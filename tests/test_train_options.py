@@ -11,7 +11,8 @@ pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 def run(tmp_path, name, **overrides):
-    cfg = make_train_config(**{'image_size': 8, 'epochs': 1, 'output': str(tmp_path / name), **overrides})
+    cfg = make_train_config(**{'image_size': 8, 'epochs': 1, 'limit_val_batches': 2, 'output': str(tmp_path / name),
+                               **overrides})
     return train(cfg)['history']
 
 

@@ -12,6 +12,7 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument('--batch-size', type=int, default=64)
     p.add_argument('--workers', type=int, default=0, help='data loading worker processes')
     p.add_argument('--device', default='auto')
+    p.add_argument('--threads', type=int, help="CPU threads (default: torch's, one per core; 1 on a shared CPU)")
     p.add_argument('--image-size', type=int, help='override the preprocessing input size')
     p.add_argument('--crop-pct', type=float, help='override the centre-crop fraction')
     p.add_argument('--interpolation', help='override the resize interpolation')
@@ -22,7 +23,7 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
 def _cmd_eval(args: argparse.Namespace) -> int:
     from ..engine import evaluate_checkpoint
     m = evaluate_checkpoint(args.checkpoint, args.model, args.data, args.batch_size, args.workers, args.device,
-                            args.image_size, args.crop_pct, args.interpolation)
+                            args.image_size, args.crop_pct, args.interpolation, args.threads)
     if args.json:
         print(json.dumps(m))
     else:

@@ -11,13 +11,14 @@ def add_predict_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument('--model', help='model name (default: from the checkpoint\'s metadata or its weights)')
     p.add_argument('--topk', type=int, default=5)
     p.add_argument('--device', default='auto')
+    p.add_argument('--threads', type=int, help="CPU threads (default: torch's, one per core; 1 on a shared CPU)")
     p.add_argument('--json', action='store_true', help='print JSON')
     p.set_defaults(func=_cmd_predict)
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
     from ..engine import predict
-    results = predict(args.images, args.checkpoint, args.model, args.topk, args.device)
+    results = predict(args.images, args.checkpoint, args.model, args.topk, args.device, args.threads)
     if args.json:
         print(json.dumps({str(img): [[name, p] for name, p in top] for img, top in zip(args.images, results)}))
         return 0

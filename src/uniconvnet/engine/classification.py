@@ -131,6 +131,8 @@ def _check_config(cfg: TrainConfig) -> None:
     for name, value in positive.items():
         if value < 1:
             raise ValueError(f'--{name.replace("_", "-")} must be at least 1, got {value}')
+    if cfg.warmup_epochs < 0:
+        raise ValueError(f'--warmup-epochs must be at least 0, got {cfg.warmup_epochs:g}')
     if (cfg.mixup > 0 or cfg.cutmix > 0) and cfg.batch_size % 2:
         raise ValueError(f'mixup/cutmix need an even --batch-size, got {cfg.batch_size} (or set --mixup 0 --cutmix 0)')
     if cfg.amp not in ('none', 'bf16', 'fp16'):
@@ -141,7 +143,6 @@ def _check_config(cfg: TrainConfig) -> None:
 
 def _set_deterministic(deterministic: bool, device: torch.device) -> None:
     if deterministic:
-        os.environ.setdefault('CUBLAS_WORKSPACE_CONFIG', ':4096:8')
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.deterministic = True
         torch.backends.cudnn.benchmark = False
@@ -156,6 +157,8 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
     history, the best ``val_top1`` and the output folder.
     """
     _check_config(cfg)
+    if cfg.deterministic:  # read by cuBLAS when CUDA starts, so before the process group
+        os.environ.setdefault('CUBLAS_WORKSPACE_CONFIG', ':4096:8')
     ctx = init_distributed(cfg.device)
     try:
         _set_deterministic(cfg.deterministic, ctx.device)
@@ -194,7 +197,8 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
         loader_args = dict(world_size=ctx.world_size, rank=ctx.rank, seed=cfg.seed, num_workers=cfg.workers,
                            pin_memory=ctx.device.type == 'cuda', persistent_workers=not cfg.deterministic)
         train_loader = build_loader(train_set, cfg.batch_size, is_training=True, **loader_args)
-        val_loader = build_loader(val_set, cfg.batch_size, is_training=False, **loader_args)
+        # no gradients to keep: twice the batch fits, and halves the per-step overhead of validation
+        val_loader = build_loader(val_set, 2 * cfg.batch_size, is_training=False, **loader_args)
 
         task = ClassificationTask(cfg.model, class_names, pre, cfg.mixup, cfg.cutmix, cfg.mixup_prob,
                                   cfg.mixup_switch_prob, cfg.smoothing, tag=data_name)

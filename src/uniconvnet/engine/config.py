@@ -74,6 +74,7 @@ class TrainConfig:
     # bookkeeping
     log_interval: int = _opt(20, 'steps between progress lines when not on a terminal')
     limit_train_batches: Optional[int] = _opt(None, 'use only this many training batches per epoch (smoke tests)')
+    limit_val_batches: Optional[int] = _opt(None, 'validate on only this many batches per process (smoke tests)')
 
     @classmethod
     def field_names(cls) -> Dict[str, Any]:

@@ -41,12 +41,15 @@ def _val_dataset(data: Optional[str], class_names: List[str], num_classes: int):
 def evaluate_checkpoint(checkpoint: Union[str, Path], model: Optional[str] = None, data: Optional[str] = None,
                         batch_size: int = 64, workers: int = 0, device: str = 'auto',
                         image_size: Optional[int] = None, crop_pct: Optional[float] = None,
-                        interpolation: Optional[str] = None) -> Dict[str, float]:
+                        interpolation: Optional[str] = None, threads: Optional[int] = None) -> Dict[str, float]:
     """Top-1, top-5 (%), mean loss and images/s of a checkpoint on a validation split.
 
     Preprocessing comes from the checkpoint's ``config.json`` (ours) or the model's pretrained cfg, unless
     ``image_size``, ``crop_pct`` or ``interpolation`` say otherwise. Without ``data``: the built-in digits.
+    ``threads`` sets torch's CPU threads (default: torch's).
     """
+    if threads:
+        torch.set_num_threads(threads)
     net, info = load_trained_model(checkpoint, model)
     pre = info.preprocessing.replace(image_size=image_size, crop_pct=crop_pct, interpolation=interpolation)
     dataset = _val_dataset(data, info.class_names, info.num_classes)
@@ -64,8 +67,10 @@ def evaluate_checkpoint(checkpoint: Union[str, Path], model: Optional[str] = Non
 
 @torch.no_grad()
 def predict(images: Sequence[Union[str, Path]], checkpoint: Union[str, Path], model: Optional[str] = None,
-            topk: int = 5, device: str = 'auto') -> List[List[Tuple[str, float]]]:
+            topk: int = 5, device: str = 'auto', threads: Optional[int] = None) -> List[List[Tuple[str, float]]]:
     """For each image file, the ``topk`` (class name, probability) pairs, most likely first."""
+    if threads:
+        torch.set_num_threads(threads)
     if topk < 1:
         raise ValueError(f'--topk must be at least 1, got {topk}')
     for path in images:

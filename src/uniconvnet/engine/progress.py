@@ -1,4 +1,5 @@
 """Progress of an epoch: a tqdm bar on a terminal, plain lines in logs and pipes, nothing on ranks > 0."""
+import shutil
 import sys
 import time
 from typing import Callable, Optional
@@ -21,8 +22,8 @@ class Progress:
         self.write = write
         self.start = time.perf_counter()
         self.bar = None
-        if interactive is None:
-            interactive = sys.stdout.isatty()
+        if interactive is None:  # a terminal wide enough for a bar (a pty of width 0 shows none)
+            interactive = sys.stdout.isatty() and shutil.get_terminal_size((0, 0)).columns >= 40
         if enabled and interactive:
             from tqdm import tqdm
             self.bar = tqdm(total=total, desc=desc, dynamic_ncols=True, leave=False, file=sys.stdout)

@@ -182,9 +182,14 @@ class Trainer:
             raise ValueError(f'the training set gives no full batch of {cfg.batch_size} per process; lower '
                              f'--batch-size or add images')
         self.updates_per_epoch = math.ceil(self.batches_per_epoch / cfg.accum_steps)
+        warmup = cfg.warmup_epochs
+        if warmup >= cfg.epochs:
+            self.log(f'note: a {warmup:g}-epoch warm-up does not fit in {cfg.epochs} epoch(s): no warm-up')
+            warmup = 0
+        # warm-up, then the schedule over the remaining epochs (ConvNeXt's and the official code's arithmetic)
         self.scheduler, _ = create_scheduler_v2(
-            self.optimizer, sched=cfg.sched, num_epochs=cfg.epochs, warmup_epochs=cfg.warmup_epochs,
-            min_lr=min(cfg.min_lr, self.lr), warmup_lr=cfg.warmup_lr, step_on_epochs=False,
+            self.optimizer, sched=cfg.sched, num_epochs=cfg.epochs - warmup, warmup_epochs=warmup,
+            min_lr=min(cfg.min_lr, self.lr), warmup_lr=cfg.warmup_lr, warmup_prefix=True, step_on_epochs=False,
             updates_per_epoch=self.updates_per_epoch)
 
         self.amp_dtype = {'none': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}[cfg.amp]
@@ -305,7 +310,7 @@ class Trainer:
     def evaluate(self, model: nn.Module, loader: Optional[DataLoader] = None) -> Dict[str, float]:
         """The task's validation metrics of ``model``, over every process's shard of ``loader``."""
         return evaluate_task(self.task, model, loader or self.val_loader, self.ctx, self.amp_dtype,
-                             self.cfg.channels_last)
+                             self.cfg.channels_last, self.cfg.limit_val_batches)
 
     # ------------------------------------------------------------- checkpoints
 
@@ -407,6 +412,7 @@ class Trainer:
                       'seconds': time.perf_counter() - start}
             self.history.append(record)
             score = metrics.get(task.main_metric, -math.inf)
+            self.scheduler.step(epoch + 1, metric=score)  # per-update schedules ignore it; 'plateau' needs it
             is_best = score > self.best_metric
             if is_best:
                 self.best_metric = score
@@ -425,19 +431,18 @@ class Trainer:
 
 @torch.no_grad()
 def evaluate_task(task: Task, model: nn.Module, loader: DataLoader, ctx: DistributedContext,
-                  amp_dtype: Optional[torch.dtype] = None, channels_last: bool = False) -> Dict[str, float]:
-    """Sum ``task.evaluation_sums`` over ``loader`` and every process, then ``task.summarize``."""
+                  amp_dtype: Optional[torch.dtype] = None, channels_last: bool = False,
+                  max_batches: Optional[int] = None) -> Dict[str, float]:
+    """Sum ``task.evaluation_sums`` over ``loader`` (its first ``max_batches``) and every process, then summarize."""
     was_training = model.training
     model.eval()
     sums = torch.zeros(len(task.sum_keys), dtype=torch.float64, device=ctx.device)
     autocast = (torch.autocast(ctx.device.type, dtype=amp_dtype) if amp_dtype is not None
                 else contextlib.nullcontext())
     batches = iter(loader)
-    while True:
+    for _ in range(len(loader) if max_batches is None else min(max_batches, len(loader))):
         try:
             batch = next(batches)
-        except StopIteration:
-            break
         except CorruptImageError as e:
             raise _clean_worker_error(e) from None
         batch = _move(batch, ctx.device, channels_last)
