@@ -17,8 +17,6 @@ import triton.language as tl
 # cannot overflow int32; anything clamped is outside the image and contributes zero anyway.
 _CLAMP_MARGIN = tl.constexpr(2.0)
 
-# True when TRITON_INTERPRET was set at import: the kernels then run on the CPU through Triton's interpreter.
-INTERPRETED = bool(triton.knobs.runtime.interpret)
 
 
 @triton.jit
@@ -154,3 +152,8 @@ def dcnv3_backward_kernel(
         tl.atomic_add(grad_input_ptr + corner + channels, weighted * (hy * lx)[:, None], mask=ok01)
         tl.atomic_add(grad_input_ptr + corner + width * channels, weighted * (ly * hx)[:, None], mask=ok10)
         tl.atomic_add(grad_input_ptr + corner + (width + 1) * channels, weighted * (ly * lx)[:, None], mask=ok11)
+
+
+# True when TRITON_INTERPRET was on when Triton decorated the kernels: they then run on the CPU through
+# Triton's interpreter. Read from the kernel itself, which works across Triton versions.
+INTERPRETED = type(dcnv3_forward_kernel).__name__ == 'InterpretedFunction'
