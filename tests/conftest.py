@@ -1,8 +1,14 @@
 import os
-from pathlib import Path
 
-import pytest
-import torch
+# Triton's interpreter runs the Triton kernels on the CPU for tests/test_dcnv3_triton.py. It has to be on before
+# triton.language is first imported (torch._dynamo, which timm imports, imports it), so it is switched on here,
+# for the whole session: every other test uses CPU tensors, where nothing else runs Triton.
+os.environ.setdefault('TRITON_INTERPRET', '1')
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -1,10 +1,68 @@
-"""The one entry point for DCNv3 sampling. Every caller uses :func:`dcnv3`; backends sit behind it."""
-from typing import Tuple
+"""The one entry point for DCNv3 sampling. Every caller uses :func:`dcnv3`; backends sit behind it.
+
+Backends (``BACKENDS``):
+  * ``torch``: the pure-PyTorch core (:mod:`.dcnv3_torch`), plain ATen ops. Any device and dtype; the
+    reference the official-parity tests check; what TorchScript, FX and ONNX export see.
+  * ``triton``: the Triton kernels as the ``uniconvnet::dcnv3_sample`` custom op (:mod:`.dcnv3_triton`),
+    for CUDA tensors; ``torch.compile`` and ``torch.export`` keep it as one node.
+
+Choice, first that applies: the ``backend`` argument, the ``UNICONVNET_DCN_BACKEND`` environment variable
+(``auto``, ``torch`` or ``triton``), ``auto``. ``auto`` picks by device (``AUTO_BACKEND_BY_DEVICE``, else
+``torch``). A backend asked for by name that cannot run raises; one chosen by ``auto`` or the environment
+variable falls back to ``torch`` and says so in one log line, once per reason.
+"""
+import logging
+import os
+from typing import Callable, Dict, Optional, Set, Tuple
 
 import torch
 from timm.layers import register_notrace_function
 
 from .dcnv3_torch import dcnv3_output_size, dcnv3_torch
+from .dcnv3_triton import dcnv3_triton, triton_unavailable_reason
+
+__all__ = ['BACKENDS', 'BACKEND_ENV_VAR', 'dcnv3', 'select_backend']
+
+_logger = logging.getLogger(__name__)
+
+BACKEND_ENV_VAR = 'UNICONVNET_DCN_BACKEND'
+
+
+def _always_runs(input: torch.Tensor) -> Optional[str]:
+    return None
+
+
+# name -> (implementation, why it cannot take an input tensor or None). Implementations take the arguments
+# of dcnv3 below, all positional, without the backend.
+BACKENDS: Dict[str, Tuple[Callable[..., torch.Tensor], Callable[[torch.Tensor], Optional[str]]]] = {
+    'torch': (dcnv3_torch, _always_runs),
+    'triton': (dcnv3_triton, triton_unavailable_reason),
+}
+# what 'auto' prefers on each device type; every other device type uses 'torch'
+AUTO_BACKEND_BY_DEVICE: Dict[str, str] = {'cuda': 'triton'}
+
+_reported_fallbacks: Set[Tuple[str, str]] = set()
+
+
+def select_backend(input: torch.Tensor, backend: Optional[str] = None) -> str:
+    """Name of the backend :func:`dcnv3` uses for ``input`` (its device and dtype); see the module docstring."""
+    from_argument = backend is not None
+    requested = backend if from_argument else os.environ.get(BACKEND_ENV_VAR, 'auto')
+    requested = requested.strip().lower() or 'auto'
+    if requested != 'auto' and requested not in BACKENDS:
+        source = 'backend argument' if from_argument else f'{BACKEND_ENV_VAR} environment variable'
+        raise ValueError(f'unknown DCNv3 backend {requested!r} in the {source}; choose one of: auto, '
+                         f'{", ".join(BACKENDS)}')
+    name = AUTO_BACKEND_BY_DEVICE.get(input.device.type, 'torch') if requested == 'auto' else requested
+    reason = BACKENDS[name][1](input)
+    if reason is None:
+        return name
+    if from_argument:
+        raise ValueError(f'DCNv3 backend {name!r} cannot run here: {reason}. Use backend="torch" or "auto"')
+    if (name, reason) not in _reported_fallbacks:
+        _reported_fallbacks.add((name, reason))
+        _logger.warning('uniconvnet: DCNv3 falls back from %s to the PyTorch core: %s', name, reason)
+    return 'torch'
 
 
 @register_notrace_function  # FX treats the core as one call: its shape arithmetic is not traceable
@@ -18,6 +76,7 @@ def dcnv3(
         dilation: Tuple[int, int] = (1, 1),
         group: int = 1,
         offset_scale: float = 1.0,
+        backend: Optional[str] = None,
 ) -> torch.Tensor:
     """Deformable sampling of DCNv3 with a raw (un-normalised) modulation mask.
 
@@ -31,6 +90,7 @@ def dcnv3(
         kernel_size, stride, padding, dilation: as for a convolution, ``(h, w)``.
         group: number of groups sharing offsets; ``C`` must be divisible by it.
         offset_scale: scale applied to the kernel grid and the offsets.
+        backend: ``'auto'``, ``'torch'`` or ``'triton'``; None reads ``UNICONVNET_DCN_BACKEND`` (default auto).
 
     Returns:
         ``(N, H_out, W_out, C)``.
@@ -50,4 +110,7 @@ def dcnv3(
     if mask.shape[0] != n or mask.shape[1] != out_h or mask.shape[2] != out_w \
             or mask.shape[3] != group * num_points:
         raise ValueError(f'dcnv3: mask must be {[n, out_h, out_w, group * num_points]}, got {list(mask.shape)}')
-    return dcnv3_torch(input, offset, mask, kernel_size, stride, padding, dilation, group, offset_scale)
+    if torch.jit.is_scripting():  # TorchScript compiles only this branch: the plain-op core
+        return dcnv3_torch(input, offset, mask, kernel_size, stride, padding, dilation, group, offset_scale)
+    implementation = BACKENDS[select_backend(input, backend)][0]
+    return implementation(input, offset, mask, kernel_size, stride, padding, dilation, group, offset_scale)

@@ -1,0 +1,133 @@
+"""Backend choice of ``dcnv3``: argument, environment variable, auto, fallback with one log line."""
+import importlib
+import logging
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from torch._subclasses.fake_tensor import FakeTensorMode
+
+from uniconvnet.layers import DCNv3
+from uniconvnet.ops import BACKEND_ENV_VAR, dcnv3, dcnv3_torch, select_backend
+
+# the package attribute 'dcnv3' is the function; the module holds the dispatch state
+dcnv3_module = importlib.import_module('uniconvnet.ops.dcnv3')
+REPO_SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'src')
+
+
+@pytest.fixture(autouse=True)
+def _fresh_dispatch_state(monkeypatch):
+    monkeypatch.delenv(BACKEND_ENV_VAR, raising=False)
+    monkeypatch.setattr(dcnv3_module, '_reported_fallbacks', set())
+
+
+def _fake_cuda_problem():
+    """CUDA tensors without a GPU: fake tensors carry a device and shapes but no data."""
+    mode = FakeTensorMode()
+    with mode:
+        x = torch.empty(2, 5, 6, 16, device='cuda')
+        offset = torch.empty(2, 5, 6, 36, device='cuda')
+        mask = torch.empty(2, 5, 6, 18, device='cuda')
+    return mode, x, offset, mask
+
+
+def test_auto_uses_the_pytorch_core_on_cpu():
+    assert select_backend(torch.zeros(1)) == 'torch'
+    assert select_backend(torch.zeros(1), 'auto') == 'torch'
+
+
+def test_auto_uses_triton_for_cuda_tensors():
+    mode, x, offset, mask = _fake_cuda_problem()
+    assert select_backend(x) == 'triton'
+    with mode:  # the custom op's fake implementation gives the output's shape, dtype and device
+        out = dcnv3(x, offset, mask, group=2)
+    assert out.shape == (2, 5, 6, 16) and out.device.type == 'cuda' and out.dtype == torch.float32
+    # float64 is not a Triton dtype: auto falls back to the core
+    with mode:
+        assert select_backend(x.double()) == 'torch'
+
+
+def test_argument_beats_environment(monkeypatch):
+    mode, x, _, _ = _fake_cuda_problem()
+    monkeypatch.setenv(BACKEND_ENV_VAR, 'torch')
+    assert select_backend(x) == 'torch'
+    assert select_backend(x, 'triton') == 'triton'
+    monkeypatch.setenv(BACKEND_ENV_VAR, ' Triton ')  # case and spaces do not matter
+    assert select_backend(x) == 'triton'
+    assert select_backend(x, 'torch') == 'torch'
+
+
+def test_unknown_backend_names_its_source(monkeypatch):
+    with pytest.raises(ValueError, match=r"unknown DCNv3 backend 'cuda' in the backend argument.*auto, torch, triton"):
+        select_backend(torch.zeros(1), 'cuda')
+    monkeypatch.setenv(BACKEND_ENV_VAR, 'fast')
+    with pytest.raises(ValueError, match=f"'fast' in the {BACKEND_ENV_VAR} environment variable"):
+        dcnv3(torch.zeros(1, 2, 2, 4), torch.zeros(1, 2, 2, 18), torch.zeros(1, 2, 2, 9))
+
+
+def test_forced_backend_that_cannot_run_raises():
+    x = torch.zeros(1, 2, 2, 4, device='meta')
+    with pytest.raises(ValueError, match=r"backend 'triton' cannot run here: .*need CUDA tensors.*backend=\"torch\""):
+        select_backend(x, 'triton')
+
+
+def test_environment_fallback_logs_one_line_once(monkeypatch, caplog):
+    monkeypatch.setenv(BACKEND_ENV_VAR, 'triton')
+    x = torch.randn(1, 3, 4, 8, device='meta')
+    offset, mask = torch.zeros(1, 3, 4, 36, device='meta'), torch.zeros(1, 3, 4, 18, device='meta')
+    with caplog.at_level(logging.WARNING, logger='uniconvnet.ops.dcnv3'):
+        for _ in range(3):
+            assert select_backend(x) == 'torch'
+            assert dcnv3(x, offset, mask, group=2).shape == x.shape
+    assert len(caplog.records) == 1
+    assert 'falls back from triton to the PyTorch core' in caplog.records[0].getMessage()
+
+
+def test_torch_backend_is_the_core_bit_for_bit():
+    x, offset, mask = torch.randn(2, 5, 7, 12), torch.randn(2, 5, 7, 54), torch.randn(2, 5, 7, 27)
+    ref = dcnv3_torch(x, offset, mask, (3, 3), (1, 1), (1, 1), (1, 1), 3, 1.0)
+    assert torch.equal(dcnv3(x, offset, mask, group=3, backend='torch'), ref)
+    assert torch.equal(dcnv3(x, offset, mask, group=3), ref)
+
+
+def test_torchscript_uses_the_core_whatever_the_environment(monkeypatch):
+    layer = DCNv3(16, group=2).eval()
+    with torch.no_grad():  # non-zero offsets and mask: the zero init would make the output trivial
+        layer.offset.weight.normal_()
+        layer.mask.weight.normal_()
+    scripted = torch.jit.script(layer)
+    x = torch.randn(1, 5, 6, 16)
+    with torch.no_grad():
+        ref = layer(x)  # the PyTorch core (auto, CPU)
+        monkeypatch.setenv(BACKEND_ENV_VAR, 'triton')  # ignored by TorchScript, which has only the core
+        torch.testing.assert_close(scripted(x), ref, rtol=0, atol=0)
+
+
+def test_import_and_cpu_use_need_no_triton():
+    """With Triton made unimportable: import, run on the CPU, and fall back (one line) for CUDA tensors."""
+    script = textwrap.dedent('''
+        import sys
+        sys.modules['triton'] = None  # any 'import triton' now raises ImportError
+        import torch, timm, uniconvnet
+        from torch._subclasses.fake_tensor import FakeTensorMode
+        from uniconvnet.ops import select_backend
+        model = timm.create_model('uniconvnet_a', num_classes=3).eval()
+        with torch.no_grad():
+            assert model(torch.randn(1, 3, 32, 32)).shape == (1, 3)
+        with FakeTensorMode():
+            x = torch.empty(1, 4, 4, 8, device='cuda')
+            assert select_backend(x) == 'torch'
+            assert select_backend(x) == 'torch'
+        assert 'uniconvnet.ops.dcnv3_triton_kernels' not in sys.modules
+        print('ok')
+    ''')
+    env = dict(os.environ, PYTHONPATH=REPO_SRC + os.pathsep + os.environ.get('PYTHONPATH', ''))
+    env.pop(BACKEND_ENV_VAR, None)
+    result = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == 'ok'
+    fallback_lines = [line for line in result.stderr.splitlines() if 'falls back from triton' in line]
+    assert len(fallback_lines) == 1 and 'Triton is not installed' in fallback_lines[0]

@@ -1,0 +1,197 @@
+"""The Triton DCNv3 kernels, run on the CPU by Triton's interpreter, against the PyTorch core.
+
+conftest.py switches the interpreter on (TRITON_INTERPRET=1) before anything imports triton.language.
+"""
+import importlib
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from uniconvnet.layers import DCNv3
+from uniconvnet.ops import BACKEND_ENV_VAR, dcnv3_output_size, dcnv3_torch, dcnv3_triton
+from uniconvnet.ops.dcnv3_torch import sampling_grid
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _fractional_offsets(shape, dtype, spread=4):
+    """Offsets in pixels: a whole number up to ``spread`` plus a quarter, a half or three quarters.
+
+    Samples never land on integer positions, where bilinear sampling has a kink and two correct
+    implementations may take different one-sided derivatives; the fractions are exact in every dtype.
+    """
+    whole = torch.randint(-spread, spread + 1, shape)
+    fraction = torch.tensor([0.25, 0.5, 0.75])[torch.randint(0, 3, shape)]
+    return (whole + fraction).to(dtype)
+
+
+def _random_problem(n, h, w, group, group_channels, kernel, stride, pad, dilation, dtype=torch.float32):
+    out_h, out_w = dcnv3_output_size(h, w, kernel, stride, pad, dilation)
+    points = kernel[0] * kernel[1]
+    x = torch.randn(n, h, w, group * group_channels).to(dtype)
+    offset = _fractional_offsets((n, out_h, out_w, group * points * 2), dtype)
+    mask = torch.randn(n, out_h, out_w, group * points).to(dtype)
+    return x, offset, mask
+
+
+def _fraction_outside(x, offset, kernel, stride, pad, dilation, group, scale):
+    """Share of samples whose four bilinear corners all lie outside the image."""
+    h, w = x.shape[1], x.shape[2]
+    padded_h, padded_w = h + 2 * pad[0], w + 2 * pad[1]
+    grid = sampling_grid(offset.float(), padded_h, padded_w, kernel, stride, dilation, group, scale)
+    px = ((grid[..., 0] + 1) * padded_w - 1) / 2 - pad[1]  # grid_sample's align_corners=False, unpadded
+    py = ((grid[..., 1] + 1) * padded_h - 1) / 2 - pad[0]
+    outside = (px <= -1) | (px >= w) | (py <= -1) | (py >= h)
+    return outside.float().mean().item()
+
+
+def _forward_and_grads(core, tensors, grad_out, config):
+    leaves = [t.detach().clone().requires_grad_() for t in tensors]
+    out = core(*leaves, *config)
+    grads = torch.autograd.grad(out, leaves, grad_out)
+    return out, grads
+
+
+CASES = {
+    # name: (n, h, w, group, group_channels, kernel, stride, pad, dilation, offset_scale)
+    'padded_stride1_3groups': (2, 5, 7, 3, 4, (3, 3), (1, 1), (1, 1), (1, 1), 1.0),
+    'unpadded_stride1': (1, 6, 5, 4, 2, (3, 3), (1, 1), (0, 0), (1, 1), 1.0),
+    'stride2_odd_size': (1, 9, 7, 2, 8, (3, 3), (2, 2), (1, 1), (1, 1), 1.0),
+    'kernel5_dilation2_scale': (1, 7, 6, 2, 5, (5, 5), (1, 1), (2, 2), (2, 2), 0.7),
+    'non_square_kernel': (1, 6, 7, 1, 3, (3, 5), (1, 1), (1, 2), (1, 1), 1.0),
+}
+
+
+@pytest.mark.parametrize('case', list(CASES))
+def test_triton_matches_torch_core_float32(case):
+    n, h, w, group, group_channels, kernel, stride, pad, dilation, scale = CASES[case]
+    tensors = _random_problem(n, h, w, group, group_channels, kernel, stride, pad, dilation)
+    config = (kernel, stride, pad, dilation, group, scale)
+    # the offsets are large enough that part of the samples leave the image entirely
+    assert _fraction_outside(tensors[0], tensors[1], *config) > 0.05
+    grad_out = torch.randn(dcnv3_torch(*tensors, *config).shape)
+    ref, ref_grads = _forward_and_grads(dcnv3_torch, tensors, grad_out, config)
+    out, grads = _forward_and_grads(dcnv3_triton, tensors, grad_out, config)
+    assert out.shape == ref.shape and out.dtype == torch.float32
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    for name, got, want in zip(('input', 'offset', 'mask'), grads, ref_grads):
+        assert got.shape == want.shape, name
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=2e-5, msg=lambda m: f'grad {name}: {m}')
+
+
+@pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16])
+def test_triton_low_precision_accumulates_in_float32(dtype):
+    kernel, stride, pad, dilation, group, scale = (3, 3), (1, 1), (1, 1), (1, 1), 2, 1.0
+    tensors = _random_problem(2, 6, 5, group, 8, kernel, stride, pad, dilation, dtype=dtype)
+    config = (kernel, stride, pad, dilation, group, scale)
+    grad_out = torch.randn(2, 6, 5, 16).to(dtype)
+    out, grads = _forward_and_grads(dcnv3_triton, tensors, grad_out, config)
+    # reference: the PyTorch core in float32 on the same (already rounded) values
+    ref, ref_grads = _forward_and_grads(dcnv3_torch, [t.float() for t in tensors], grad_out.float(), config)
+    assert out.dtype == dtype and [g.dtype for g in grads] == [dtype] * 3
+    # the only error left is the final conversion to the low-precision dtype: half a unit in the last place on
+    # a GPU (round to nearest), up to one here (the interpreter truncates float32 to bfloat16)
+    eps = torch.finfo(dtype).eps
+    torch.testing.assert_close(out.float(), ref, rtol=eps, atol=eps * ref.abs().max().item())
+    for name, got, want in zip(('input', 'offset', 'mask'), grads, ref_grads):
+        torch.testing.assert_close(got.float(), want, rtol=eps, atol=eps * want.abs().max().item(),
+                                   msg=lambda m: f'grad {name}: {m}')
+
+
+def test_int64_indexing_gives_the_same_numbers(monkeypatch):
+    # tensors past int32 range switch the kernels to int64 indices; force the switch on a small problem
+    triton_module = importlib.import_module('uniconvnet.ops.dcnv3_triton')  # the module, not the function
+    kernel, stride, pad, dilation, group = (3, 3), (1, 1), (1, 1), (1, 1), 2
+    tensors = _random_problem(1, 5, 6, group, 4, kernel, stride, pad, dilation)
+    config = (kernel, stride, pad, dilation, group, 1.0)
+    grad_out = torch.randn(1, 5, 6, 8)
+    narrow, narrow_grads = _forward_and_grads(dcnv3_triton, tensors, grad_out, config)
+    monkeypatch.setattr(triton_module, '_INT32_INDEX_LIMIT', 0)
+    wide, wide_grads = _forward_and_grads(dcnv3_triton, tensors, grad_out, config)
+    torch.testing.assert_close(wide, narrow, rtol=0, atol=0)
+    for got, want in zip(wide_grads, narrow_grads):
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)  # atomics may add in another order
+
+
+def test_samples_far_outside_give_zeros():
+    x = torch.randn(1, 4, 5, 8)
+    offset = torch.full((1, 4, 5, 36), 1e4)
+    offset[..., 1::2] = -3e38  # near the float32 limit: must not overflow the index arithmetic
+    mask = torch.randn(1, 4, 5, 18)
+    config = ((3, 3), (1, 1), (1, 1), (1, 1), 2, 1.0)
+    grad_out = torch.randn(1, 4, 5, 8)
+    out, grads = _forward_and_grads(dcnv3_triton, (x, offset, mask), grad_out, config)
+    assert torch.equal(out, torch.zeros_like(out))
+    for grad in grads:
+        assert torch.equal(grad, torch.zeros_like(grad))
+
+
+@pytest.mark.parametrize('op', ['dcnv3_sample', 'dcnv3_sample_backward'])
+def test_opcheck(op):
+    """Schema, fake (meta) implementation, autograd registration and AOT dispatch with dynamic shapes."""
+    kernel, stride, pad, dilation, group = [3, 3], [1, 1], [1, 1], [1, 1], 2
+    x, offset, mask = _random_problem(1, 4, 5, group, 4, kernel, stride, pad, dilation)
+    if op == 'dcnv3_sample':
+        args = (x.requires_grad_(), offset.requires_grad_(), mask.requires_grad_())
+    else:
+        args = (torch.randn(1, 4, 5, 8), x, offset, mask)
+    result = torch.library.opcheck(getattr(torch.ops.uniconvnet, op).default,
+                                   args + (kernel, stride, pad, dilation, group, 1.0))
+    assert set(result.values()) == {'SUCCESS'}, result
+
+
+def _layer_with_offsets():
+    layer = DCNv3(16, group=2)
+    with torch.no_grad():  # non-zero offsets and mask so that sampling is really deformable
+        layer.offset.weight.normal_(std=0.5)
+        layer.mask.weight.normal_(std=0.5)
+    return layer
+
+
+def test_export_keeps_the_custom_op(monkeypatch):
+    monkeypatch.setenv(BACKEND_ENV_VAR, 'triton')
+    layer = _layer_with_offsets().eval()
+    x = torch.randn(1, 5, 6, 16)
+    program = torch.export.export(layer, (x,))
+    targets = {str(node.target) for node in program.graph.nodes if node.op == 'call_function'}
+    assert 'uniconvnet.dcnv3_sample.default' in targets
+    assert 'aten.grid_sampler.default' not in targets  # the whole core is one node
+    with torch.no_grad():
+        torch.testing.assert_close(program.module()(x), layer(x))
+        monkeypatch.setenv(BACKEND_ENV_VAR, 'torch')
+        torch.testing.assert_close(program.module()(x), layer(x), rtol=1e-5, atol=1e-5)
+
+
+def test_compile_trains_through_the_custom_op(monkeypatch):
+    monkeypatch.setenv(BACKEND_ENV_VAR, 'triton')
+    torch._dynamo.reset()
+    layer = _layer_with_offsets()
+    x = torch.randn(1, 5, 6, 16, requires_grad=True)
+    # aot_eager: Dynamo and AOTAutograd (the fake and autograd registrations), without Inductor's C++ build
+    compiled = torch.compile(layer, backend='aot_eager', fullgraph=True)
+    out = compiled(x)
+    grads = torch.autograd.grad(out.square().sum(), [x] + list(layer.parameters()))
+    monkeypatch.setenv(BACKEND_ENV_VAR, 'torch')
+    ref = layer(x)
+    ref_grads = torch.autograd.grad(ref.square().sum(), [x] + list(layer.parameters()))
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    for got, want in zip(grads, ref_grads):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_kernels_compile_for_a_gpu_without_one(tmp_path):
+    """The interpreter runs the kernels as Python; this lowers them to an sm_90 cubin (Triton's LLVM and ptxas)."""
+    script = os.path.join(REPO, 'benchmarks', 'dcnv3_triton_registers.py')
+    env = dict(os.environ, PYTHONPATH=os.path.join(REPO, 'src'), TRITON_CACHE_DIR=str(tmp_path))
+    env.pop('TRITON_INTERPRET')  # compiled kernels, in a fresh process
+    command = [sys.executable, script, '--arch', '90', '--group-channels', '16', '--dtypes', 'bfloat16']
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr
+    rows = [line for line in result.stdout.splitlines() if line.startswith(('| forward', '| backward'))]
+    assert len(rows) == 2
+    for row in rows:
+        registers = int(row.split('|')[5])
+        assert 0 < registers <= 255
