@@ -1,10 +1,22 @@
 """The one entry point for DCNv3 sampling. Every caller uses :func:`dcnv3`; backends sit behind it."""
+import os
 from typing import Tuple
 
 import torch
 from timm.layers import register_notrace_function
 
+from .dcnv3_cpu import dcnv3_cpu
 from .dcnv3_torch import dcnv3_output_size, dcnv3_torch
+
+
+def _select_backend(input: torch.Tensor) -> str:
+    """``'cpu'`` (the gather core, :mod:`.dcnv3_cpu`) for CPU tensors, else ``'torch'`` (the reference core).
+
+    ``UNICONVNET_DCN_BACKEND=torch`` forces the reference everywhere; ONNX export always takes it (GridSample).
+    """
+    if os.environ.get('UNICONVNET_DCN_BACKEND', 'auto') == 'torch' or torch.onnx.is_in_onnx_export():
+        return 'torch'
+    return 'cpu' if input.device.type == 'cpu' else 'torch'
 
 
 @register_notrace_function  # FX treats the core as one call: its shape arithmetic is not traceable
@@ -50,4 +62,7 @@ def dcnv3(
     if mask.shape[0] != n or mask.shape[1] != out_h or mask.shape[2] != out_w \
             or mask.shape[3] != group * num_points:
         raise ValueError(f'dcnv3: mask must be {[n, out_h, out_w, group * num_points]}, got {list(mask.shape)}')
+    if not torch.jit.is_scripting():  # TorchScript cannot compile the autograd.Function of the CPU core
+        if _select_backend(input) == 'cpu':
+            return dcnv3_cpu(input, offset, mask, kernel_size, stride, padding, dilation, group, offset_scale)
     return dcnv3_torch(input, offset, mask, kernel_size, stride, padding, dilation, group, offset_scale)
