@@ -28,8 +28,9 @@ class LayerNorm2d(nn.LayerNorm):
     def forward_channels_last(self, x: torch.Tensor) -> torch.Tensor:
         """The same normalisation, in the same arithmetic, over the last dimension of an NHWC tensor."""
         mean = x.mean(-1, keepdim=True)
-        var = (x - mean).pow(2).mean(-1, keepdim=True)
-        x = (x - mean) / torch.sqrt(var + self.eps)
+        centred = x - mean  # computed once (the official code computes it twice, to the same bits)
+        var = centred.square().mean(-1, keepdim=True)
+        x = centred / torch.sqrt(var + self.eps)
         if self.weight is not None and self.bias is not None:
             x = self.weight * x + self.bias
         return x

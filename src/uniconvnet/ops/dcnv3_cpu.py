@@ -181,7 +181,8 @@ def _backward_op(
     table_h, table_w = table.shape[1], table.shape[2]
     shifts = _corner_shifts(table_w, group)
     mask = mask.reshape(corner.shape)
-    grad_input = grad_offset = grad_mask = input.new_empty(0)
+    # (an op's outputs may not alias each other: three distinct empty tensors for gradients not asked for)
+    grad_input, grad_offset, grad_mask = input.new_empty(0), input.new_empty(0), input.new_empty(0)
 
     if needs_input_grad[1] or needs_input_grad[2]:
         d_nw, d_ne, d_sw, d_se = _sampled_dots(corner, grad_rows, table.view(-1, group_channels), shifts)

@@ -51,9 +51,10 @@ def sampling_locations(
     base_x = ref_x.view(1, 1, out_w, 1, 1) + point_x.view(1, 1, 1, 1, num_points) * offset_scale
     base_y = ref_y.view(1, out_h, 1, 1, 1) + point_y.view(1, 1, 1, 1, num_points) * offset_scale
     offset = offset.reshape(n, out_h, out_w, group, num_points, 2)
-    loc_x = base_x + offset[..., 0] * offset_scale / padded_width
-    loc_y = base_y + offset[..., 1] * offset_scale / padded_height
-    return loc_x, loc_y
+    offset_x, offset_y = offset[..., 0], offset[..., 1]
+    if offset_scale != 1.0:  # multiplying by 1 changes no bit: skip the pass
+        offset_x, offset_y = offset_x * offset_scale, offset_y * offset_scale
+    return base_x + offset_x / padded_width, base_y + offset_y / padded_height
 
 
 def sampling_grid(
