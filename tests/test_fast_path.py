@@ -160,3 +160,19 @@ def test_compile_block_without_graph_breaks():
     ref_grad, = torch.autograd.grad(ref.square().sum(), x)
     torch.testing.assert_close(out, ref)
     torch.testing.assert_close(grad, ref_grad)
+
+
+@pytest.mark.parametrize('kernel', [7, 11])
+def test_large_depthwise_conv_gradients(kernel):
+    from uniconvnet.layers.rfa import large_depthwise_conv
+    x = torch.randn(2, 6, 9, 13, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    weight = torch.randn(6, 1, kernel, kernel, dtype=torch.float64)
+    bias = torch.randn(6, dtype=torch.float64)
+    inputs = [t.clone().requires_grad_() for t in (x, weight, bias)]
+    out = large_depthwise_conv(*inputs)
+    ref_inputs = [t.clone().requires_grad_() for t in (x, weight, bias)]
+    ref = F.conv2d(ref_inputs[0], ref_inputs[1], ref_inputs[2], padding=kernel // 2, groups=6)
+    torch.testing.assert_close(out, ref)
+    grad_out = torch.randn_like(ref)
+    for g, r in zip(torch.autograd.grad(out, inputs, grad_out), torch.autograd.grad(ref, ref_inputs, grad_out)):
+        torch.testing.assert_close(g, r)

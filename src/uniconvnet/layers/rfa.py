@@ -15,6 +15,7 @@ from typing import List, Optional, Sequence, Type
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from timm.layers import register_notrace_function
 
 from .fusion import fold_input_affine_, fold_output_scale_, without_affine
 from .norm import LayerNorm2d
@@ -25,6 +26,51 @@ __all__ = ['LayerOperator', 'ReceptiveFieldAggregator', 'RFA', 'rfa_valid_widths
 def pointwise_channels_last(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
     """A 1x1 convolution's ``weight`` and ``bias`` applied to an NHWC tensor: a matrix product over channels."""
     return F.linear(x, weight.flatten(1), bias)
+
+
+class _LargeDepthwiseConv(torch.autograd.Function):
+    """Depthwise convolution (stride 1, 'same' padding, odd kernel) with a faster backward for large kernels.
+
+    oneDNN computes the weight gradient of a large depthwise kernel at a few GMAC/s. Here it is one more
+    depthwise convolution: the padded input of every (image, channel) convolved with that plane's output
+    gradient as the kernel gives the k x k gradient of the plane's weights, summed over images. The input
+    gradient is the convolution of the output gradient with the flipped kernel.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return F.conv2d(x, weight, bias, padding=weight.shape[-1] // 2, groups=weight.shape[0])
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x, weight = ctx.saved_tensors
+        channels, kernel = weight.shape[0], weight.shape[-1]
+        pad = kernel // 2
+        grad_x = grad_weight = grad_bias = None
+        if ctx.needs_input_grad[0]:
+            grad_x = F.conv2d(grad_out, weight.flip(-1, -2), padding=pad, groups=channels)
+        if ctx.needs_input_grad[1]:
+            n, _, height, width = x.shape
+            planes = x.reshape(1, n * channels, height, width)
+            kernels = grad_out.reshape(n * channels, 1, height, width)
+            grad_weight = F.conv2d(planes, kernels, padding=pad, groups=n * channels)
+            grad_weight = grad_weight.view(n, channels, kernel, kernel)
+            grad_weight = grad_weight.sum(0).unsqueeze(1)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_bias = grad_out.sum((0, 2, 3))
+        return grad_x, grad_weight, grad_bias
+
+
+@register_notrace_function  # FX keeps it one call: its branch on requires_grad is not traceable
+def large_depthwise_conv(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
+    """``F.conv2d(x, weight, bias, padding=k // 2, groups=C)`` for an odd k; with k >= 7 and gradients
+    enabled, through :class:`_LargeDepthwiseConv` (same forward, faster backward)."""
+    if not torch.jit.is_scripting():
+        if weight.shape[-1] >= 7 and torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
+            return _LargeDepthwiseConv.apply(x, weight, bias)
+    return F.conv2d(x, weight, bias, padding=weight.shape[-1] // 2, groups=weight.shape[0])
 
 
 def rfa_valid_widths(dim: int, num_layers: int) -> List[int]:
@@ -79,7 +125,8 @@ class LayerOperator(nn.Module):
             x = self.norm.forward_channels_last(x)
         context = self.act(pointwise_channels_last(x, self.context_pw.weight, self.context_pw.bias))
         # depthwise convolutions read the NCHW view of channels-last memory: oneDNN's fast layout, no copies
-        context = self.context_dw(context.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+        context = large_depthwise_conv(context.permute(0, 3, 1, 2), self.context_dw.weight, self.context_dw.bias)
+        context = context.permute(0, 2, 3, 1)
         gate = pointwise_channels_last(x, self.amp_gate.weight, self.amp_gate.bias)
         amplified = pointwise_channels_last(context * gate, self.amp_proj.weight, self.amp_proj.bias)
         discriminated = pointwise_channels_last(part, self.disc_pw.weight, self.disc_pw.bias)
