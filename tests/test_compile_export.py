@@ -1,4 +1,4 @@
-"""torch.compile and torch.export of a whole UniConvNet on the CPU path (the PyTorch core).
+"""torch.compile and torch.export of a whole UniConvNet on the CPU paths (the gather core and the PyTorch core).
 
 The custom op's own compile and export tests (the Triton path) are in test_dcnv3_triton.py.
 """
@@ -28,13 +28,24 @@ def model_and_input():
     return model, x
 
 
-def test_export_matches_eager_with_plain_ops(model_and_input):
+def test_export_matches_eager_with_plain_ops(model_and_input, monkeypatch):
     model, x = model_and_input
+    monkeypatch.setenv('UNICONVNET_DCN_BACKEND', 'torch')
     program = torch.export.export(model, (x,))
     targets = {str(node.target) for node in program.graph.nodes if node.op == 'call_function'}
     # on the CPU the graph holds only ATen ops: what ONNX export and other graph consumers need
     assert 'aten.grid_sampler.default' in targets
     assert not any(target.startswith('uniconvnet.') for target in targets)
+    with torch.no_grad():
+        torch.testing.assert_close(program.module()(x), model(x))
+
+
+def test_export_keeps_the_cpu_gather_core_as_one_op(model_and_input):
+    model, x = model_and_input
+    program = torch.export.export(model, (x,))
+    targets = {str(node.target) for node in program.graph.nodes if node.op == 'call_function'}
+    assert 'uniconvnet.dcnv3_cpu_forward.default' in targets
+    assert 'aten.grid_sampler.default' not in targets
     with torch.no_grad():
         torch.testing.assert_close(program.module()(x), model(x))
 

@@ -34,9 +34,10 @@ def _fake_cuda_problem():
     return mode, x, offset, mask
 
 
-def test_auto_uses_the_pytorch_core_on_cpu():
-    assert select_backend(torch.zeros(1)) == 'torch'
-    assert select_backend(torch.zeros(1), 'auto') == 'torch'
+def test_auto_uses_the_gather_core_on_cpu():
+    assert select_backend(torch.zeros(1)) == 'cpu'
+    assert select_backend(torch.zeros(1), 'auto') == 'cpu'
+    assert select_backend(torch.zeros(1), 'torch') == 'torch'
 
 
 def test_auto_uses_triton_for_cuda_tensors():

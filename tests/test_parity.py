@@ -77,3 +77,11 @@ def test_features_only_matches_official_stages(official_a, tmp_path):
         feats = model(official_a['input1'])
     for ours, theirs in zip(feats, official_a['features1']):
         assert (ours - theirs).abs().max().item() <= TOL
+
+
+def test_plain_path_with_reference_core(official_a, monkeypatch):
+    # the default fast path is covered above; the official layout with the grid_sample core is the reference
+    monkeypatch.setenv('UNICONVNET_DCN_BACKEND', 'torch')
+    model = timm.create_model('uniconvnet_a', fast_path=False)
+    model.load_state_dict(checkpoint_filter_fn(official_a['state_dict'], model))
+    assert_matches_official(model, official_a)

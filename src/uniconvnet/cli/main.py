@@ -4,7 +4,7 @@ import json
 import sys
 from typing import List, Optional
 
-from . import erf
+from . import bench, erf, export
 from .detseg import add_detseg_parsers
 from .evaluate import add_eval_parser
 from .predict import add_predict_parser
@@ -50,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_eval_parser(sub)
     add_predict_parser(sub)
     add_detseg_parsers(sub)
+    bench.add_parser(sub)
+    export.add_parser(sub)
     return parser
 
 

@@ -24,3 +24,13 @@ class LayerNorm2d(nn.LayerNorm):
         if self.weight is not None and self.bias is not None:
             x = self.weight[:, None, None] * x + self.bias[:, None, None]
         return x
+
+    def forward_channels_last(self, x: torch.Tensor) -> torch.Tensor:
+        """The same normalisation, in the same arithmetic, over the last dimension of an NHWC tensor."""
+        mean = x.mean(-1, keepdim=True)
+        centred = x - mean  # computed once (the official code computes it twice, to the same bits)
+        var = centred.square().mean(-1, keepdim=True)
+        x = centred / torch.sqrt(var + self.eps)
+        if self.weight is not None and self.bias is not None:
+            x = self.weight * x + self.bias
+        return x

@@ -14,10 +14,63 @@ from typing import List, Sequence, Type
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
+from timm.layers import register_notrace_function
 
+from .fusion import fold_input_affine_, fold_output_scale_, without_affine
 from .norm import LayerNorm2d
 
 __all__ = ['LayerOperator', 'ReceptiveFieldAggregator', 'RFA', 'rfa_valid_widths']
+
+
+def pointwise_channels_last(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
+    """A 1x1 convolution's ``weight`` and ``bias`` applied to an NHWC tensor: a matrix product over channels."""
+    return F.linear(x, weight.flatten(1), bias)
+
+
+class _LargeDepthwiseConv(torch.autograd.Function):
+    """Depthwise convolution (stride 1, 'same' padding, odd kernel) with a faster backward for large kernels.
+
+    oneDNN computes the weight gradient of a large depthwise kernel at a few GMAC/s. Here it is one more
+    depthwise convolution: the padded input of every (image, channel) convolved with that plane's output
+    gradient as the kernel gives the k x k gradient of the plane's weights, summed over images. The input
+    gradient is the convolution of the output gradient with the flipped kernel.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return F.conv2d(x, weight, bias, padding=weight.shape[-1] // 2, groups=weight.shape[0])
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x, weight = ctx.saved_tensors
+        channels, kernel = weight.shape[0], weight.shape[-1]
+        pad = kernel // 2
+        grad_x = grad_weight = grad_bias = None
+        if ctx.needs_input_grad[0]:
+            grad_x = F.conv2d(grad_out, weight.flip(-1, -2), padding=pad, groups=channels)
+        if ctx.needs_input_grad[1]:
+            n, _, height, width = x.shape
+            planes = x.reshape(1, n * channels, height, width)
+            kernels = grad_out.reshape(n * channels, 1, height, width)
+            grad_weight = F.conv2d(planes, kernels, padding=pad, groups=n * channels)
+            grad_weight = grad_weight.view(n, channels, kernel, kernel)
+            grad_weight = grad_weight.sum(0).unsqueeze(1)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_bias = grad_out.sum((0, 2, 3))
+        return grad_x, grad_weight, grad_bias
+
+
+@register_notrace_function  # FX keeps it one call: its branch on requires_grad is not traceable
+def large_depthwise_conv(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
+    """``F.conv2d(x, weight, bias, padding=k // 2, groups=C)`` for an odd k; with k >= 7 and gradients
+    enabled, through :class:`_LargeDepthwiseConv` (same forward, faster backward)."""
+    if not torch.jit.is_scripting():
+        if weight.shape[-1] >= 7 and torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
+            return _LargeDepthwiseConv.apply(x, weight, bias)
+    return F.conv2d(x, weight, bias, padding=weight.shape[-1] // 2, groups=weight.shape[0])
 
 
 def rfa_valid_widths(dim: int, num_layers: int) -> List[int]:
@@ -29,6 +82,8 @@ def rfa_valid_widths(dim: int, num_layers: int) -> List[int]:
 
 class LayerOperator(nn.Module):
     """One layer of the RFA: widens a running feature of ``in_chs`` channels by ``part_chs`` channels."""
+
+    first: torch.jit.Final[bool]  # a constant for TorchScript, which then compiles only the branch taken
 
     def __init__(
             self,
@@ -45,6 +100,7 @@ class LayerOperator(nn.Module):
         super().__init__()
         if first and in_chs != part_chs:
             raise ValueError(f'the first layer operator takes one part: in_chs={in_chs} != part_chs={part_chs}')
+        self.first = first
         self.norm = nn.Identity() if first else LayerNorm2d(in_chs, eps=eps, **dd)
         self.context_pw = nn.Conv2d(in_chs, in_chs, 1, **dd)
         self.act = act_layer()
@@ -62,6 +118,37 @@ class LayerOperator(nn.Module):
         amplified = self.amp_proj(context * self.amp_gate(x))
         discriminated = self.disc_dw(self.disc_pw(part)) + self.context_proj(context)
         return torch.cat((discriminated, amplified), dim=1)
+
+    def forward_channels_last(self, x: torch.Tensor, part: torch.Tensor) -> torch.Tensor:
+        """:meth:`forward` on NHWC tensors: 1x1 convolutions as matrix products, depthwise ones channels-last."""
+        if not self.first:
+            x = self.norm.forward_channels_last(x)
+        context = self.act(pointwise_channels_last(x, self.context_pw.weight, self.context_pw.bias))
+        # depthwise convolutions read the NCHW view of channels-last memory: oneDNN's fast layout, no copies
+        context = large_depthwise_conv(context.permute(0, 3, 1, 2), self.context_dw.weight, self.context_dw.bias)
+        context = context.permute(0, 2, 3, 1)
+        gate = pointwise_channels_last(x, self.amp_gate.weight, self.amp_gate.bias)
+        amplified = pointwise_channels_last(context * gate, self.amp_proj.weight, self.amp_proj.bias)
+        discriminated = pointwise_channels_last(part, self.disc_pw.weight, self.disc_pw.bias)
+        discriminated = self.disc_dw(discriminated.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+        if self.first:
+            discriminated = discriminated + context
+        else:
+            discriminated = discriminated + pointwise_channels_last(
+                context, self.context_proj.weight, self.context_proj.bias)
+        return torch.cat((discriminated, amplified), dim=-1)
+
+    @torch.no_grad()
+    def fold_input_affine_(self, scale: torch.Tensor, shift: torch.Tensor) -> None:
+        """Take ``x * scale + shift`` (after this layer's norm) into the two 1x1 convolutions that read ``x``."""
+        fold_input_affine_(self.context_pw, scale, shift)
+        fold_input_affine_(self.amp_gate, scale, shift)
+
+    def reparameterize(self) -> None:
+        """Fold the norm's affine parameters into the 1x1 convolutions after it (inference; in place)."""
+        if not self.first and self.norm.weight is not None:
+            self.fold_input_affine_(self.norm.weight, self.norm.bias)
+            self.norm = without_affine(self.norm)
 
 
 class ReceptiveFieldAggregator(nn.Module):
@@ -113,6 +200,44 @@ class ReceptiveFieldAggregator(nn.Module):
         for i, layer in enumerate(self.layers):
             y = layer(y, parts[i + 1])
         return y
+
+    def forward_channels_last(self, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`forward` on an NHWC tensor (see :meth:`LayerOperator.forward_channels_last`)."""
+        parts = torch.split(self.norm.forward_channels_last(x), self.part_chs, dim=-1)
+        y = parts[0]
+        for i, layer in enumerate(self.layers):
+            y = layer.forward_channels_last(y, parts[i + 1])
+        return y
+
+    def reparameterize(self) -> None:
+        """Fold the norm's affine parameters into the 1x1 convolutions that read its parts (inference; in place).
+
+        Part 0 feeds the first layer operator's context and gate convolutions; part ``i + 1`` feeds layer ``i``'s
+        discriminator convolution.
+        """
+        if self.norm.weight is None:
+            return
+        scales = torch.split(self.norm.weight, self.part_chs)
+        shifts = torch.split(self.norm.bias, self.part_chs)
+        self.layers[0].fold_input_affine_(scales[0], shifts[0])
+        for i, layer in enumerate(self.layers):
+            fold_input_affine_(layer.disc_pw, scales[i + 1], shifts[i + 1])
+        self.norm = without_affine(self.norm)
+
+    @torch.no_grad()
+    def fold_output_scale_(self, scale: torch.Tensor) -> bool:
+        """Take a per-channel scale of the output into the last layer operator's convolutions, if it can.
+
+        The output is ``cat(disc_dw(...) + context_proj(context), amp_proj(...))``; with a single layer operator
+        the context is added without a projection, so the scale cannot be folded (returns False).
+        """
+        last = self.layers[-1]
+        if last.first:
+            return False
+        fold_output_scale_(last.disc_dw, scale[:self.part_chs])
+        fold_output_scale_(last.context_proj, scale[:self.part_chs])
+        fold_output_scale_(last.amp_proj, scale[self.part_chs:])
+        return True
 
     def extra_repr(self) -> str:
         return f'dim={self.dim}, kernel_sizes={self.kernel_sizes}'

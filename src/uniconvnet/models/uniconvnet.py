@@ -9,6 +9,11 @@ Each block is three residual branches, each with a layer scale:
     x = x + RFA(x)                                  (NCHW)
     x = x + DCNv3(LayerNorm(x))                     (NHWC)
     x = x + MLP(LayerNorm(x))                       (NHWC)
+
+By default (``fast_path=True``) blocks compute all three branches channels-last: the RFA's 1x1 convolutions become
+matrix products over the channels, its LayerNorms reduce over the last dimension in the official arithmetic, its
+depthwise convolutions run on channels-last memory, and activations stay channels-last from block to block.
+``fast_path=False`` runs the official layout, op for op; both give the official outputs within float rounding.
 """
 import re
 from functools import partial
@@ -31,12 +36,17 @@ from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_c
 from timm.models._features import feature_take_indices
 
 from ..layers import DCNv3, LayerNorm2d, ReceptiveFieldAggregator
+from ..layers.fusion import fold_input_affine_, fold_output_scale_, without_affine
 
 __all__ = ['UniConvNet', 'UniConvNetBlock', 'UniConvNetStage', 'VARIANTS', 'checkpoint_filter_fn', 'infer_variant']
 
 
 class UniConvNetBlock(nn.Module):
-    """RFA, then DCNv3, then MLP; each a residual branch with layer scale and drop path. NCHW in and out."""
+    """RFA, then DCNv3, then MLP; each a residual branch with layer scale and drop path. NCHW in and out.
+
+    With ``fast_path`` the block computes channels-last (see the module docstring); its output is then an NCHW
+    view of channels-last memory, which the next block reads without a copy.
+    """
 
     def __init__(
             self,
@@ -47,11 +57,13 @@ class UniConvNetBlock(nn.Module):
             ls_init_value: float = 1e-6,
             drop_path: float = 0.0,
             proj_drop: float = 0.0,
+            fast_path: bool = True,
             device=None,
             dtype=None,
     ):
         dd = {'device': device, 'dtype': dtype}
         super().__init__()
+        self.fast_path = fast_path
         if dcn_group_channels < 1 or dim % dcn_group_channels != 0:
             raise ValueError(f'UniConvNetBlock: dim={dim} is not divisible by the DCN group width '
                              f'dcn_group_channels={dcn_group_channels}; use a width that is a multiple of it')
@@ -66,11 +78,34 @@ class UniConvNetBlock(nn.Module):
         self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.drop_path(self.ls_rfa(self.rfa(x)))
-        x = x.permute(0, 2, 3, 1)
+        if self.fast_path:
+            # NHWC from here on; free when x is channels-last in memory (the previous block's output is)
+            x = x.permute(0, 2, 3, 1).contiguous()
+            rfa = self.rfa.forward_channels_last(x).permute(0, 3, 1, 2)  # NCHW view for the 2-D layer scale
+            x = x + self.drop_path(self.ls_rfa(rfa)).permute(0, 2, 3, 1)
+        else:
+            x = x + self.drop_path(self.ls_rfa(self.rfa(x)))
+            x = x.permute(0, 2, 3, 1)
         x = x + self.drop_path(self.ls_dcn(self.dcn(self.norm_dcn(x))))
         x = x + self.drop_path(self.ls_mlp(self.mlp(self.norm_mlp(x))))
         return x.permute(0, 3, 1, 2)
+
+    def reparameterize(self) -> None:
+        """Fold for inference, in place: layer scales into the projections before them, the MLP norm's affine
+        parameters into the first MLP layer, and (inside the RFA) its norms' affine parameters into the 1x1
+        convolutions after them. The DCN norm stays: it also feeds a zero-padded depthwise convolution, where a
+        shift does not fold exactly. Call after loading weights; the state dict changes."""
+        if isinstance(self.ls_rfa, LayerScale2d) and self.rfa.fold_output_scale_(self.ls_rfa.gamma):
+            self.ls_rfa = nn.Identity()
+        if isinstance(self.ls_dcn, LayerScale):
+            fold_output_scale_(self.dcn.output_proj, self.ls_dcn.gamma)
+            self.ls_dcn = nn.Identity()
+        if isinstance(self.ls_mlp, LayerScale):
+            fold_output_scale_(self.mlp.fc2, self.ls_mlp.gamma)
+            self.ls_mlp = nn.Identity()
+        if self.norm_mlp.weight is not None:
+            fold_input_affine_(self.mlp.fc1, self.norm_mlp.weight, self.norm_mlp.bias)
+            self.norm_mlp = without_affine(self.norm_mlp)
 
 
 class UniConvNetStage(nn.Module):
@@ -141,6 +176,7 @@ class UniConvNet(nn.Module):
         drop_rate: dropout before the classifier.
         proj_drop_rate: dropout inside the MLPs.
         drop_path_rate: stochastic depth, rising linearly over the blocks to this value.
+        fast_path: compute blocks channels-last (default); False runs the official NCHW layout op for op.
     """
 
     def __init__(
@@ -158,6 +194,7 @@ class UniConvNet(nn.Module):
             drop_rate: float = 0.0,
             proj_drop_rate: float = 0.0,
             drop_path_rate: float = 0.0,
+            fast_path: bool = True,
             device=None,
             dtype=None,
     ):
@@ -170,6 +207,7 @@ class UniConvNet(nn.Module):
         self.in_chans = in_chans
         self.num_classes = num_classes
         self.drop_rate = drop_rate
+        self.fast_path = fast_path
         self.feature_info: List[Dict[str, Any]] = []
 
         self.stem = nn.Sequential(
@@ -196,6 +234,7 @@ class UniConvNet(nn.Module):
                 mlp_ratio=mlp_ratio,
                 ls_init_value=ls_init_value,
                 proj_drop=proj_drop_rate,
+                fast_path=fast_path,
                 **dd,
             ))
             self.feature_info.append(dict(num_chs=dim, reduction=reduction, module=f'stages.{i}'))
@@ -222,6 +261,26 @@ class UniConvNet(nn.Module):
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         for s in self.stages:
             s.grad_checkpointing = enable
+
+    @torch.jit.ignore
+    def set_fast_path(self, enable: bool = True) -> None:
+        """Switch every block between the channels-last fast path and the official NCHW layout."""
+        self.fast_path = enable
+        for module in self.modules():
+            if isinstance(module, UniConvNetBlock):
+                module.fast_path = enable
+
+    @torch.jit.ignore
+    def fuse(self) -> 'UniConvNet':
+        """Fold what folds exactly for inference (see :meth:`UniConvNetBlock.reparameterize`); in place.
+
+        Returns the model. ``timm.utils.reparameterize_model(model)`` does the same through each module's
+        ``reparameterize()``. Outputs move by float rounding only; the state dict changes, so load weights first.
+        """
+        for module in list(self.modules()):
+            if module is not self and hasattr(module, 'reparameterize'):
+                module.reparameterize()
+        return self
 
     @torch.jit.ignore
     def get_classifier(self) -> nn.Module:
@@ -253,6 +312,8 @@ class UniConvNet(nn.Module):
         if output_fmt != 'NCHW':
             raise ValueError(f"UniConvNet intermediates are NCHW only, got output_fmt={output_fmt!r}")
         check_input_channels(x, self.in_chans)
+        if self.fast_path:
+            x = x.contiguous(memory_format=torch.channels_last)
         intermediates = []
         take_indices, max_index = feature_take_indices(len(self.stages), indices)
         x = self.stem(x)
@@ -287,6 +348,8 @@ class UniConvNet(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Stem and stages; returns the last stage's NCHW map (before pooling)."""
         check_input_channels(x, self.in_chans)
+        if self.fast_path:
+            x = x.contiguous(memory_format=torch.channels_last)
         x = self.stem(x)
         return self.stages(x)
 

@@ -3,12 +3,14 @@
 Backends (``BACKENDS``):
   * ``torch``: the pure-PyTorch core (:mod:`.dcnv3_torch`), plain ATen ops. Any device and dtype; the
     reference the official-parity tests check; what TorchScript, FX and ONNX export see.
+  * ``cpu``: the gather core for CPU tensors (:mod:`.dcnv3_cpu`), two ``torch.library`` custom ops (forward,
+    backward); faster than ``torch`` on CPUs and equal to it up to float rounding.
   * ``triton``: the Triton kernels as the ``uniconvnet::dcnv3_sample`` custom op (:mod:`.dcnv3_triton`),
     for CUDA tensors; ``torch.compile`` and ``torch.export`` keep it as one node.
 
 Choice, first that applies: the ``backend`` argument, the ``UNICONVNET_DCN_BACKEND`` environment variable
 (``auto``, ``torch`` or ``triton``), ``auto``. ``auto`` picks by device (``AUTO_BACKEND_BY_DEVICE``, else
-``torch``). A backend asked for by name that cannot run raises; one chosen by ``auto`` or the environment
+``torch``); during ONNX export ``auto`` always picks ``torch`` (plain operators). A backend asked for by name that cannot run raises; one chosen by ``auto`` or the environment
 variable falls back to ``torch`` and says so in one log line, once per reason.
 """
 import logging
@@ -18,6 +20,7 @@ from typing import Callable, Dict, Optional, Set, Tuple
 import torch
 from timm.layers import register_notrace_function
 
+from .dcnv3_cpu import dcnv3_cpu
 from .dcnv3_torch import dcnv3_output_size, dcnv3_torch
 from .dcnv3_triton import dcnv3_triton, triton_unavailable_reason
 
@@ -32,14 +35,19 @@ def _always_runs(input: torch.Tensor) -> Optional[str]:
     return None
 
 
+def _cpu_unavailable_reason(input: torch.Tensor) -> Optional[str]:
+    return None if input.device.type == 'cpu' else f'the cpu backend takes CPU tensors, got {input.device.type}'
+
+
 # name -> (implementation, why it cannot take an input tensor or None). Implementations take the arguments
 # of dcnv3 below, all positional, without the backend.
 BACKENDS: Dict[str, Tuple[Callable[..., torch.Tensor], Callable[[torch.Tensor], Optional[str]]]] = {
     'torch': (dcnv3_torch, _always_runs),
+    'cpu': (dcnv3_cpu, _cpu_unavailable_reason),
     'triton': (dcnv3_triton, triton_unavailable_reason),
 }
 # what 'auto' prefers on each device type; every other device type uses 'torch'
-AUTO_BACKEND_BY_DEVICE: Dict[str, str] = {'cuda': 'triton'}
+AUTO_BACKEND_BY_DEVICE: Dict[str, str] = {'cuda': 'triton', 'cpu': 'cpu'}
 
 _reported_fallbacks: Set[Tuple[str, str]] = set()
 
@@ -53,6 +61,8 @@ def select_backend(input: torch.Tensor, backend: Optional[str] = None) -> str:
         source = 'backend argument' if from_argument else f'{BACKEND_ENV_VAR} environment variable'
         raise ValueError(f'unknown DCNv3 backend {requested!r} in the {source}; choose one of: auto, '
                          f'{", ".join(BACKENDS)}')
+    if requested == 'auto' and torch.onnx.is_in_onnx_export():
+        return 'torch'  # ONNX needs plain operators (GridSample); custom ops would need plugins
     name = AUTO_BACKEND_BY_DEVICE.get(input.device.type, 'torch') if requested == 'auto' else requested
     reason = BACKENDS[name][1](input)
     if reason is None:

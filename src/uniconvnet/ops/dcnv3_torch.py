@@ -17,7 +17,7 @@ def dcnv3_output_size(height: int, width: int, kernel_size: Tuple[int, int], str
     return out_h, out_w
 
 
-def sampling_grid(
+def sampling_locations(
         offset: torch.Tensor,
         padded_height: int,
         padded_width: int,
@@ -26,14 +26,14 @@ def sampling_grid(
         dilation: Tuple[int, int],
         group: int,
         offset_scale: float,
-) -> torch.Tensor:
-    """``grid_sample`` coordinates of every sample, shape ``(N, H_out, W_out, group, P, 2)`` as ``(x, y)``.
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Sampling locations ``(x, y)``, each ``(N, H_out, W_out, group, P)``, as fractions of the padded input.
 
-    Coordinates are normalised to the zero-padded input (``-1`` and ``1`` are its outer edges). The arithmetic
-    follows the official code step by step (reference point, plus scaled kernel grid, plus offset divided by
-    the padded size): in float32 another, equivalent order moves the model's stage outputs by about 1e-4.
-    Kernel points are ordered x-major (``p = ix * kernel_h + iy``) and ``offset`` holds ``(dx, dy)`` pairs in
-    pixels for ``(group, P)`` in its last dimension.
+    ``0`` and ``1`` are the outer edges of the zero-padded input. The arithmetic follows the official code step by
+    step (reference point, plus scaled kernel grid, plus offset divided by the padded size): in float32 another,
+    equivalent order moves the model's stage outputs by about 1e-4. Kernel points are ordered x-major
+    (``p = ix * kernel_h + iy``) and ``offset`` holds ``(dx, dy)`` pairs in pixels for ``(group, P)`` in its last
+    dimension.
     """
     kernel_h, kernel_w = kernel_size
     n, out_h, out_w, _ = offset.shape
@@ -51,8 +51,28 @@ def sampling_grid(
     base_x = ref_x.view(1, 1, out_w, 1, 1) + point_x.view(1, 1, 1, 1, num_points) * offset_scale
     base_y = ref_y.view(1, out_h, 1, 1, 1) + point_y.view(1, 1, 1, 1, num_points) * offset_scale
     offset = offset.reshape(n, out_h, out_w, group, num_points, 2)
-    loc_x = base_x + offset[..., 0] * offset_scale / padded_width
-    loc_y = base_y + offset[..., 1] * offset_scale / padded_height
+    offset_x, offset_y = offset[..., 0], offset[..., 1]
+    if offset_scale != 1.0:  # multiplying by 1 changes no bit: skip the pass
+        offset_x, offset_y = offset_x * offset_scale, offset_y * offset_scale
+    return base_x + offset_x / padded_width, base_y + offset_y / padded_height
+
+
+def sampling_grid(
+        offset: torch.Tensor,
+        padded_height: int,
+        padded_width: int,
+        kernel_size: Tuple[int, int],
+        stride: Tuple[int, int],
+        dilation: Tuple[int, int],
+        group: int,
+        offset_scale: float,
+) -> torch.Tensor:
+    """``grid_sample`` coordinates of every sample, shape ``(N, H_out, W_out, group, P, 2)`` as ``(x, y)``.
+
+    :func:`sampling_locations` mapped to ``grid_sample``'s range (``-1`` and ``1`` are the padded input's edges).
+    """
+    loc_x, loc_y = sampling_locations(offset, padded_height, padded_width, kernel_size, stride, dilation, group,
+                                      offset_scale)
     return torch.stack((loc_x, loc_y), dim=-1) * 2 - 1
 
 

@@ -1,0 +1,47 @@
+"""The benchmark harness, run small: every measurement is taken and the ratios follow their definitions."""
+import json
+
+import pytest
+
+from uniconvnet.analysis.benchmark import ModelSpec, format_benchmark, format_profile, profile_inference
+from uniconvnet.cli.main import main
+
+
+def test_model_specs():
+    spec = ModelSpec.parse('uniconvnet_t:plain,fused')
+    assert (spec.name, spec.plain, spec.fused, spec.compiled) == ('uniconvnet_t', True, True, False)
+    assert spec.label == 'uniconvnet_t:plain,fused' and not spec.trainable
+    with pytest.raises(ValueError, match='modes plain, fused, compile'):
+        ModelSpec.parse('uniconvnet_t:fast')
+
+
+def test_bench_command_small(tmp_path, capsys):
+    pytest.importorskip('onnxruntime')
+    out = tmp_path / 'bench.json'
+    assert main(['bench', '--models', 'uniconvnet_a:plain', '--reference', 'resnet18',
+                 '--size', '64', '--batch', '1', '2', '--train-batch', '2', '--runs', '1', '--warmup', '0',
+                 '--train-runs', '1', '--threads', '1', '--json', str(out)]) == 0
+    table = capsys.readouterr().out
+    report = json.loads(out.read_text())
+    rows = report['models']
+    assert list(rows) == ['resnet18', 'uniconvnet_a:plain']  # the reference is added, first
+    ref, plain = rows['resnet18'], rows['uniconvnet_a:plain']
+    assert plain['params'] == 3406732 and plain['dcn_sampling_macs'] > 0
+    for row in rows.values():
+        assert set(row['latency_ms']) == {'1', '2'} and set(row['onnxruntime_ms']) == {'1', '2'}
+        assert all(ms > 0 for ms in row['latency_ms'].values())
+    assert ref['ratios']['latency_ms'] == {'1': 1.0, '2': 1.0}
+    ratio = plain['ratios']['latency_ms']['2']
+    assert ratio == pytest.approx(plain['latency_ms']['2'] / ref['latency_ms']['2'])
+    per_mac = plain['ratios']['latency_ms_per_mac']['2']
+    assert per_mac == pytest.approx(ratio * ref['total_macs'] / plain['total_macs'])
+    assert plain['train_step_ms'] > 0 and plain['train_peak_mb'] > 0  # trained and measured in its own process
+    assert '| `uniconvnet_a:plain` |' in table and 'per MAC' in table and '(onnxruntime)' in table
+
+
+def test_profile_names_where_time_goes():
+    profile = profile_inference('uniconvnet_a', batch=1, image_size=64, runs=1, threads=1)
+    assert profile['categories']['DCN sampling core'] > 0  # the core's inner ops are counted as the core
+    assert profile['categories']['matrix products (linears, 1x1 convs)'] > 0
+    assert sum(profile['categories'].values()) == pytest.approx(profile['total_ms'])
+    assert '| DCN sampling core |' in format_profile(profile)

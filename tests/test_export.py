@@ -1,0 +1,84 @@
+"""Export: ONNX checked against onnxruntime, TorchScript and ExportedProgram round trips, bad input."""
+import pytest
+import timm
+import torch
+
+import uniconvnet  # noqa: F401  (registers the models)
+from uniconvnet.checkpoints import save_safetensors
+from uniconvnet.cli.main import main
+from uniconvnet.export import export_model
+
+TINY = dict(depths=(1, 1, 1, 1), dims=(16, 32, 64, 128), dcn_group_channels=8, num_classes=7)
+
+
+@pytest.fixture(scope='module')
+def tiny_model():
+    torch.manual_seed(0)
+    model = timm.create_model('uniconvnet_a', ls_init_value=0.5, **TINY).eval()
+    with torch.no_grad():  # offsets of a few pixels and a non-trivial mask: the sampling matters
+        for module in model.modules():
+            if isinstance(module, uniconvnet.DCNv3):
+                module.offset.weight.normal_(std=0.3)
+                module.mask.weight.normal_(std=0.3)
+    return model.fuse()
+
+
+def test_onnx_matches_onnxruntime_on_two_sizes(tiny_model, tmp_path):
+    onnx = pytest.importorskip('onnx')
+    ort = pytest.importorskip('onnxruntime')
+    path = export_model(tiny_model, tmp_path / 'tiny.onnx', 'onnx', (64, 64))
+    graph = onnx.load(str(path))
+    assert graph.opset_import[0].version >= 16
+    op_types = {node.op_type for node in graph.graph.node}
+    assert 'GridSample' in op_types
+    assert all(node.domain in ('', 'ai.onnx') for node in graph.graph.node), 'standard operators only'
+    session = ort.InferenceSession(str(path), providers=['CPUExecutionProvider'])
+    for shape in [(1, 3, 64, 64), (2, 3, 80, 96)]:  # dynamic batch and image size
+        x = torch.randn(*shape)
+        with torch.no_grad():
+            ref = tiny_model(x)
+        out = torch.from_numpy(session.run(None, {'images': x.numpy()})[0])
+        assert out.shape == ref.shape
+        assert (out - ref).abs().max().item() <= 1e-4
+
+
+def test_exported_program_round_trip(tiny_model, tmp_path):
+    # (TorchScript: see test_export_command_loads_checkpoint)
+    x = torch.randn(3, 3, 72, 64)  # neither the batch nor the size of the export
+    with torch.no_grad():
+        program = torch.export.load(export_model(tiny_model, tmp_path / 'tiny.pt2', 'exported-program', (64, 64)))
+        torch.testing.assert_close(program.module()(x), tiny_model(x), rtol=1e-5, atol=1e-5)
+
+
+def _cli_error(capsys, *argv):
+    assert main(list(argv)) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err  # one line, no traceback
+    return err
+
+
+def test_export_bad_input(capsys, tmp_path):
+    out = str(tmp_path / 'm.onnx')
+    assert 'unknown model' in _cli_error(capsys, 'export', '--model', 'uniconvnet_zz', '--out', out)
+    assert 'unsupported export format' in _cli_error(capsys, 'export', '--model', 'uniconvnet_a', '--format',
+                                                     'tflite', '--out', out)
+    err = _cli_error(capsys, 'export', '--model', 'uniconvnet_a', '--out', str(tmp_path / 'missing' / 'm.onnx'))
+    assert 'output folder does not exist' in err
+    checkpoint = tmp_path / 'tiny.safetensors'
+    save_safetensors(timm.create_model('uniconvnet_a', **TINY).state_dict(), checkpoint)
+    err = _cli_error(capsys, 'export', '--model', 'uniconvnet_p0', '--checkpoint', str(checkpoint), '--out', out)
+    assert 'does not fit' in err and 'shape mismatches' in err
+    with pytest.raises(ValueError, match='opset 15 has no GridSample'):
+        export_model(timm.create_model('uniconvnet_a', **TINY), out, 'onnx', opset=15)
+
+
+def test_export_command_loads_checkpoint(tmp_path):
+    # an official-layout or our checkpoint of the variant: exported with the checkpoint's class count
+    model = timm.create_model('uniconvnet_a', num_classes=5).eval()
+    save_safetensors(model.state_dict(), tmp_path / 'a5.safetensors')
+    assert main(['export', '--model', 'uniconvnet_a', '--checkpoint', str(tmp_path / 'a5.safetensors'),
+                 '--format', 'torchscript', '--out', str(tmp_path / 'a5.ts'), '--size', '64']) == 0
+    scripted = torch.jit.load(str(tmp_path / 'a5.ts'))
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(scripted(x), model(x), rtol=1e-5, atol=1e-5)
