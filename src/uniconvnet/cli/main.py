@@ -38,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('dst', help='output .safetensors file')
     p.add_argument('--model', required=True, help='variant name, e.g. uniconvnet_t')
     p.set_defaults(func=_cmd_convert)
+
+    from .yolo import add_yolo_parser
+    add_yolo_parser(sub)
     return parser
 
 
