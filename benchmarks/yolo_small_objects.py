@@ -16,8 +16,11 @@ seed, image size and ultralytics defaults otherwise, then evaluated on the 100 v
                     timed round-robin in one process (the machine is shared: compare the ratios)
 
     PYTHONPATH=src python benchmarks/yolo_small_objects.py --epochs 20     # the README's table
+
+``train min`` is the training time ultralytics logs (``results.csv``), without evaluation.
 """
 import argparse
+import csv
 import json
 import os
 import statistics
@@ -53,6 +56,24 @@ def latencies_ms(models: Dict[str, torch.nn.Module], size: int, rounds: int, run
     return {name: statistics.median(t) for name, t in times.items()}
 
 
+def _same_budget(args_yaml: Path, budget: Dict[str, int]) -> bool:
+    import yaml
+    saved = yaml.safe_load(args_yaml.read_text()) if args_yaml.is_file() else {}
+    return all(saved.get(k) == v for k, v in budget.items())
+
+
+def training_minutes(results_csv: Path) -> float:
+    """Training time from ultralytics' results.csv (cumulative seconds; the clock restarts on a resume)."""
+    total = last = 0.0
+    with results_csv.open() as f:
+        for row in csv.DictReader(f):
+            now = float(row['time'])
+            if now < last:  # a resumed run: the time before the interruption is in `last`
+                total += last
+            last = now
+    return (total + last) / 60
+
+
 def onnx_max_abs_diff(weights: Path, size: int) -> float:
     """Export with ultralytics (ONNX, static shape) and compare onnxruntime with PyTorch on one random image."""
     import onnxruntime as ort
@@ -78,7 +99,7 @@ def main() -> None:
     parser.add_argument('--out', default='runs/bench_yolo_small_objects')
     parser.add_argument('--rounds', type=int, default=7, help='latency rounds (default 7)')
     parser.add_argument('--reuse', action='store_true',
-                        help='reuse models an earlier run trained and evaluated with the same budget')
+                        help='reuse what an earlier run with the same budget finished, resume what it did not')
     args = parser.parse_args()
 
     from ultralytics import YOLO
@@ -98,17 +119,21 @@ def main() -> None:
         if args.reuse and saved.is_file() and json.loads(saved.read_text())['budget'] == budget:
             row = json.loads(saved.read_text())['row']  # trained and evaluated by an earlier run
         else:
-            start = time.time()
-            best = uyolo.train(cfg, data=data, epochs=args.epochs, imgsz=args.imgsz, batch=args.batch,
-                               seed=args.seed, workers=0, val=False, project=out, name=name)
-            train_minutes = (time.time() - start) / 60
+            last = out / name / 'weights' / 'last.pt'
+            if args.reuse and last.is_file() and _same_budget(out / name / 'args.yaml', budget):
+                YOLO(str(last)).train(resume=True)  # an interrupted run: ultralytics goes on from its last epoch
+            else:
+                uyolo.train(cfg, data=data, epochs=args.epochs, imgsz=args.imgsz, batch=args.batch,
+                            seed=args.seed, workers=0, val=False, project=out, name=name)
+            best = out / name / 'weights' / 'best.pt'
             metrics = uyolo.val(best, data=data, imgsz=args.imgsz, batch=args.batch, workers=0,
                                 coco_json=Path(data).parent / 'val' / 'annotations.json')
             model = YOLO(str(best)).model.float().eval()
             row = dict(model=name, **{k: metrics[k] for k in ('mAP50-95', 'mAP50', 'AP', 'AP50', 'APs')},
-                       params=count_parameters(model), gflops_640=gflops_640(model), train_minutes=train_minutes)
-            row['onnx_max_abs_diff'] = onnx_max_abs_diff(best, args.imgsz)
+                       params=count_parameters(model), gflops_640=gflops_640(model),
+                       onnx_max_abs_diff=onnx_max_abs_diff(best, args.imgsz))
             saved.write_text(json.dumps({'budget': budget, 'row': row}))
+        row['train_minutes'] = training_minutes(out / name / 'results.csv')
         rows.append(row)
         trained[name] = YOLO(str(out / name / 'weights' / 'best.pt')).model.float().eval().fuse(verbose=False)
         print(json.dumps(row), flush=True)

@@ -220,7 +220,11 @@ def _extend_parse_model(original: Callable) -> Callable:
     """``original`` recompiled with our blocks in its bookkeeping, in its own module's namespace."""
     import ultralytics
 
-    source = textwrap.dedent(inspect.getsource(original))
+    try:
+        source = textwrap.dedent(inspect.getsource(original))
+    except (OSError, TypeError) as e:  # e.g. an install without .py sources
+        raise RuntimeError(f'uniconvnet cannot extend the YAML parser of ultralytics {ultralytics.__version__}: '
+                           f'the source of {original.__module__}.{original.__name__} is not available ({e})') from e
     tree = ast.parse(source)
     extender = _ParserExtender()
     tree = extender.visit(tree)
