@@ -32,7 +32,26 @@ os.environ.setdefault('YOLO_OFFLINE', '1')  # nothing to download: models from Y
 
 import torch  # noqa: E402
 
-MODELS = ['yolo11n.yaml', 'yolo11n-rfa-neck.yaml', 'yolo11n-c3k2rfa.yaml', 'yolo11n-uniconvnet-a.yaml']
+MODELS = ['yolo11n.yaml', 'yolo11n-rfa-neck.yaml', 'yolo11n-c3k2rfa.yaml', 'yolo11n-uniconvnet-a.yaml',
+          'yolo11n-uniconvnet-a-ls1.yaml']
+# not shipped: the shipped UniConvNet-A YAML with its layer scales starting at 1.0 instead of the paper's 1e-6
+DERIVED = {'yolo11n-uniconvnet-a-ls1.yaml': ('yolo11-uniconvnet-a.yaml', {'ls_init_value': 1.0})}
+
+
+def derived_yaml(name: str, folder: Path) -> str:
+    """Write a benchmark-only variant of a shipped YAML (backbone keyword arguments changed); returns its path."""
+    import yaml
+
+    from uniconvnet.integrations.ultralytics import MODEL_YAML_DIR
+    source, model_kwargs = DERIVED[name]
+    d = yaml.safe_load((MODEL_YAML_DIR / source).read_text())
+    row = d['backbone'][0]
+    assert row[2] == 'UniConvNetBackbone' and len(row[3]) == 3  # [c2, variant, out_indices]
+    row[3] += [None, 3, 0.0, model_kwargs]  # weights, in_chans, drop_path_rate, model_kwargs
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name.replace('yolo11n-', 'yolo11-')
+    path.write_text(yaml.safe_dump(d, sort_keys=False))
+    return str(folder / name)  # the scale letter picks the row of `scales`, as for the shipped files
 
 
 def gflops_640(model: torch.nn.Module) -> float:
@@ -123,6 +142,8 @@ def main() -> None:
             if args.reuse and last.is_file() and _same_budget(out / name / 'args.yaml', budget):
                 YOLO(str(last)).train(resume=True)  # an interrupted run: ultralytics goes on from its last epoch
             else:
+                if cfg in DERIVED:
+                    cfg = derived_yaml(cfg, out / 'derived_yaml')
                 uyolo.train(cfg, data=data, epochs=args.epochs, imgsz=args.imgsz, batch=args.batch,
                             seed=args.seed, workers=0, val=False, project=out, name=name)
             best = out / name / 'weights' / 'best.pt'

@@ -109,6 +109,22 @@ def test_rfa_where_width_does_not_split_names_layer_and_channels():
         tasks.DetectionModel(d, nc=10, verbose=False)
 
 
+def test_backbone_loads_local_weights_and_model_kwargs(tmp_path):
+    import uniconvnet
+    from uniconvnet.checkpoints import save_safetensors
+    source = uniconvnet.create_model('uniconvnet_a')
+    save_safetensors(source.state_dict(), tmp_path / 'a.safetensors')
+    backbone = uyolo.UniConvNetBackbone('uniconvnet_a', weights=str(tmp_path / 'a.safetensors'))
+    expected = source.state_dict()  # features_only names stem_0 / stages_1 what the model names stem.0 / stages.1
+    loaded = {k.replace('stem_', 'stem.').replace('stages_', 'stages.'): v
+              for k, v in backbone.body.state_dict().items()}
+    assert loaded and all(torch.equal(v, expected[k]) for k, v in loaded.items())
+    fresh = uyolo.UniConvNetBackbone('uniconvnet_a', model_kwargs={'ls_init_value': 1.0})
+    assert all(torch.all(p == 1.0) for n, p in fresh.named_parameters() if n.endswith('gamma'))
+    with pytest.raises(FileNotFoundError, match='nope.safetensors'):
+        uyolo.UniConvNetBackbone('uniconvnet_a', weights=str(tmp_path / 'nope.safetensors'))
+
+
 def test_backbone_index_rows_must_declare_true_channels():
     d = _shipped_dict('yolo11n-uniconvnet-a.yaml')
     d['backbone'][2] = [0, 1, 'Index', [128, 1]]

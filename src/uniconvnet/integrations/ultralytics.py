@@ -16,7 +16,8 @@ channels first, scaled by the model's width multiple like ultralytics' own block
                         The RFA splits its input into ``len(kernel_sizes) + 1`` parts: the width must divide.
 ``C3k2RFA``             ``[c2, c3k=False, e=0.5, kernel_sizes=[7, 9, 11]]``: ultralytics' C3k2 with RFA
                         blocks in place of its bottlenecks; a drop-in replacement for a ``C3k2`` row.
-``UniConvNetBackbone``  ``[c2, variant='uniconvnet_a', out_indices=[1, 2, 3], weights='']``: a timm
+``UniConvNetBackbone``  ``[c2, variant='uniconvnet_a', out_indices=[1, 2, 3], weights=None, in_chans=3,
+                        drop_path_rate=0.0, model_kwargs={}]``: a timm
                         ``features_only`` UniConvNet returning a list of stage outputs (strides 8, 16, 32 for
                         the default indices), picked for the head by ultralytics' ``Index`` rows, as
                         ultralytics' own ``TorchVision`` backbone layer is. ``weights``: a local official or
@@ -34,6 +35,7 @@ e.g. to train on from a checkpoint). Like every ultralytics ``.pt``, they are pi
 """
 import ast
 import inspect
+import re
 import textwrap
 import types
 from pathlib import Path
@@ -145,18 +147,24 @@ class UniConvNetBackbone(nn.Module):
     Args:
         variant: a UniConvNet variant name (any timm model with ``features_only`` works too).
         out_indices: stages to return; ``(1, 2, 3)`` are strides 8, 16, 32 (P3, P4, P5).
-        weights: a local classification checkpoint (official ``.pth`` or ``uniconvnet`` safetensors), or ``''``.
+        weights: a local classification checkpoint (official ``.pth`` or ``uniconvnet`` safetensors), or None
+            (write ``None`` in a YAML: ultralytics' parser cannot take an empty string).
         in_chans: image channels.
         drop_path_rate: stochastic depth.
+        model_kwargs: more keyword arguments of the model, e.g. ``{ls_init_value: 1.0}``. The layer scales start
+            at the paper's 1e-6, made for ImageNet training and for starting from its weights: trained from
+            scratch for a short schedule, the blocks then stay close to the identity (see the README's YOLO
+            benchmark).
     """
 
-    def __init__(self, variant: str = 'uniconvnet_a', out_indices: Sequence[int] = (1, 2, 3), weights: str = '',
-                 in_chans: int = 3, drop_path_rate: float = 0.0):
+    def __init__(self, variant: str = 'uniconvnet_a', out_indices: Sequence[int] = (1, 2, 3),
+                 weights: Optional[str] = None,
+                 in_chans: int = 3, drop_path_rate: float = 0.0, model_kwargs: Optional[Dict[str, Any]] = None):
         _require_registered(type(self).__name__)
         super().__init__()
         from .. import create_model
         kwargs: Dict[str, Any] = dict(features_only=True, out_indices=tuple(out_indices), in_chans=in_chans,
-                                      drop_path_rate=drop_path_rate)
+                                      drop_path_rate=drop_path_rate, **(model_kwargs or {}))
         if weights:
             if not Path(weights).is_file():
                 raise FileNotFoundError(f'UniConvNetBackbone weights not found: {weights}')
@@ -330,6 +338,11 @@ def list_model_yamls() -> List[str]:
     return sorted(p.name.replace('yolo11-', 'yolo11n-', 1) for p in MODEL_YAML_DIR.glob('yolo11-*.yaml'))
 
 
+def _unscaled(name: str) -> str:
+    """ultralytics' rule: ``yolo11n-x.yaml`` is ``yolo11-x.yaml`` at scale n."""
+    return re.sub(r'(\d+)([nslmx])(.+)?$', r'\1\3', name)
+
+
 def model_yaml(name: Union[str, Path]) -> str:
     """What to give ``YOLO(...)`` for a shipped YAML name (any scale: ``yolo11s-rfa-neck.yaml``), a path, or
     one of ultralytics' own names (``yolo11n.yaml``).
@@ -337,22 +350,20 @@ def model_yaml(name: Union[str, Path]) -> str:
     As with ultralytics' own ``yolo11n.yaml``, the scale letter in the name picks the row of the YAML's
     ``scales`` table, and the file on disk carries no letter (``yolo11-rfa-neck.yaml``).
     """
-    import re
     path = Path(name)
     if path.is_file():
         return str(path)
-    generic = re.sub(r'^yolo11[nslmx]-', 'yolo11-', path.name)
-    if path.parent == Path('.') and (MODEL_YAML_DIR / generic).is_file():
-        return str(MODEL_YAML_DIR / path.name)  # ultralytics resolves the scale letter to the generic file
-    if path.parent == Path('.') and path.suffix == '.yaml':
+    if path.parent != Path('.'):
+        if Path(_unscaled(str(path))).is_file():
+            return str(path)  # ultralytics resolves the scale letter to the file without it
+    elif (MODEL_YAML_DIR / _unscaled(path.name)).is_file():
+        return str(MODEL_YAML_DIR / path.name)
+    elif path.suffix == '.yaml':
         from ultralytics.utils.checks import check_yaml
-        if check_yaml(re.sub(r'(\d+)([nslmx])(.+)?$', r'\1\3', path.name), hard=False):
+        if check_yaml(_unscaled(path.name), hard=False):
             return path.name  # one of ultralytics' own, e.g. yolo11n.yaml
     raise FileNotFoundError(f'model YAML {name!r} not found: give a path, one of ultralytics\' own names '
                             f'(yolo11n.yaml...) or one of ours: {", ".join(list_model_yamls())} (any scale letter)')
-
-
-_expose_names()
 
 
 # --- training, validation and COCO evaluation ----------------------------------------------------------------------
