@@ -9,6 +9,7 @@ from .detseg import add_detseg_parsers
 from .evaluate import add_eval_parser
 from .predict import add_predict_parser
 from .train import add_train_parser
+from .yolo import add_yolo_parser
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
@@ -52,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_detseg_parsers(sub)
     bench.add_parser(sub)
     export.add_parser(sub)
+    add_yolo_parser(sub)
     return parser
 
 

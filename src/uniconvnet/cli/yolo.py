@@ -1,0 +1,66 @@
+"""``uniconvnet yolo train|val``: ultralytics YOLO with the RFA blocks registered (optional extra ``ultralytics``)."""
+import argparse
+import json
+import os
+from typing import Any, Dict
+
+
+def _integration():
+    # nothing here needs the internet: models are built from YAMLs and the data is local, so keep ultralytics
+    # from trying (font and weight downloads, online checks); it reads this when it is first imported
+    os.environ.setdefault('YOLO_OFFLINE', '1')
+    try:
+        from ..integrations import ultralytics as integration
+    except ImportError as e:
+        raise ValueError(str(e)) from None  # the missing extra is bad input: one line, exit 2
+    return integration
+
+
+def _common(args: argparse.Namespace) -> Dict[str, Any]:
+    return dict(data=args.data, imgsz=args.imgsz, batch=args.batch, device=args.device)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    integration = _integration()
+    best = integration.train(args.cfg, epochs=args.epochs, seed=args.seed, project=args.project, name=args.name,
+                             workers=args.workers, **_common(args))
+    print(f'best weights: {best}')
+    print(json.dumps(integration.val(best, **_common(args)), indent=2))
+    return 0
+
+
+def _cmd_val(args: argparse.Namespace) -> int:
+    integration = _integration()
+    print(json.dumps(integration.val(args.weights or args.cfg, workers=args.workers, **_common(args)), indent=2))
+    return 0
+
+
+def add_yolo_parser(sub: Any) -> None:
+    """Add ``yolo train`` and ``yolo val`` to the ``uniconvnet`` command's subparsers."""
+    parser = sub.add_parser('yolo', help='train or validate ultralytics YOLO models with RFA blocks')
+    yolo_sub = parser.add_subparsers(dest='yolo_command', metavar='ACTION')
+    yolo_sub.required = True
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument('--data', help='data YAML (default: the built-in small-object dataset, in YOLO format)')
+        p.add_argument('--imgsz', type=int, help='image size (default: 128 on the built-in data, else 640)')
+        p.add_argument('--batch', type=int, default=16, help='batch size (default 16)')
+        p.add_argument('--device', default='cpu', help='cpu, 0, 0,1 ... as ultralytics takes it (default cpu)')
+        p.add_argument('--workers', type=int, default=2, help='dataloader workers (default 2)')
+
+    p = yolo_sub.add_parser('train', help='train from a model YAML, then validate the best weights')
+    p.add_argument('--cfg', required=True, help='model YAML: a shipped name (yolo11n-rfa-neck.yaml, '
+                   'yolo11n-c3k2rfa.yaml, yolo11n-uniconvnet-a.yaml; any scale letter) or a path')
+    common(p)
+    p.add_argument('--epochs', type=int, default=100, help='epochs (default 100)')
+    p.add_argument('--seed', type=int, default=0, help='random seed (default 0)')
+    p.add_argument('--project', default='runs/yolo', help='output folder (default runs/yolo)')
+    p.add_argument('--name', help='run name (default: the YAML name)')
+    p.set_defaults(func=_cmd_train)
+
+    p = yolo_sub.add_parser('val', help='validate: mAP50-95, mAP50 and COCO AP by object size')
+    group = p.add_mutually_exclusive_group(required=True)
+    group.add_argument('--cfg', help='model YAML (random weights: a smoke test of the model)')
+    group.add_argument('--weights', help='trained .pt (e.g. runs/yolo/NAME/weights/best.pt)')
+    common(p)
+    p.set_defaults(func=_cmd_val)
