@@ -11,7 +11,7 @@ import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 from uniconvnet.layers import DCNv3
-from uniconvnet.ops import BACKEND_ENV_VAR, dcnv3, dcnv3_torch, select_backend
+from uniconvnet.ops import BACKEND_ENV_VAR, dcnv3, dcnv3_cpu, dcnv3_torch, select_backend
 
 # the package attribute 'dcnv3' is the function; the module holds the dispatch state
 dcnv3_module = importlib.import_module('uniconvnet.ops.dcnv3')
@@ -62,7 +62,7 @@ def test_argument_beats_environment(monkeypatch):
 
 
 def test_unknown_backend_names_its_source(monkeypatch):
-    with pytest.raises(ValueError, match=r"unknown DCNv3 backend 'cuda' in the backend argument.*auto, torch, triton"):
+    with pytest.raises(ValueError, match=r"unknown DCNv3 backend 'cuda' in the backend argument.*auto, torch, cpu, triton"):
         select_backend(torch.zeros(1), 'cuda')
     monkeypatch.setenv(BACKEND_ENV_VAR, 'fast')
     with pytest.raises(ValueError, match=f"'fast' in the {BACKEND_ENV_VAR} environment variable"):
@@ -91,7 +91,10 @@ def test_torch_backend_is_the_core_bit_for_bit():
     x, offset, mask = torch.randn(2, 5, 7, 12), torch.randn(2, 5, 7, 54), torch.randn(2, 5, 7, 27)
     ref = dcnv3_torch(x, offset, mask, (3, 3), (1, 1), (1, 1), (1, 1), 3, 1.0)
     assert torch.equal(dcnv3(x, offset, mask, group=3, backend='torch'), ref)
-    assert torch.equal(dcnv3(x, offset, mask, group=3), ref)
+    # auto on the CPU is the gather core: the same samples, summed in another order
+    auto = dcnv3(x, offset, mask, group=3)
+    assert torch.equal(auto, dcnv3_cpu(x, offset, mask, (3, 3), (1, 1), (1, 1), (1, 1), 3, 1.0))
+    torch.testing.assert_close(auto, ref, rtol=0, atol=1e-5)
 
 
 def test_torchscript_uses_the_core_whatever_the_environment(monkeypatch):
@@ -102,7 +105,8 @@ def test_torchscript_uses_the_core_whatever_the_environment(monkeypatch):
     scripted = torch.jit.script(layer)
     x = torch.randn(1, 5, 6, 16)
     with torch.no_grad():
-        ref = layer(x)  # the PyTorch core (auto, CPU)
+        monkeypatch.setenv(BACKEND_ENV_VAR, 'torch')
+        ref = layer(x)  # the PyTorch core
         monkeypatch.setenv(BACKEND_ENV_VAR, 'triton')  # ignored by TorchScript, which has only the core
         torch.testing.assert_close(scripted(x), ref, rtol=0, atol=0)
 

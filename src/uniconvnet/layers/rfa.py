@@ -10,7 +10,7 @@ running feature by one part. Each layer operator does, in the official ``ConvMod
     discrim = Depthwise3x3(Conv1x1(part)) + Proj1x1(context)   (Proj is the identity for the first layer)
     out     = concat(discrim, amplify)
 """
-from typing import List, Sequence, Type
+from typing import List, Optional, Sequence, Type
 
 import torch
 import torch.nn as nn
