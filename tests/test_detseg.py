@@ -55,6 +55,18 @@ def test_fpn_backbone_levels():
         uniconvnet_fpn_backbone('uniconvnet_a', trainable_stages=5)
 
 
+def test_fpn_backbone_from_another_timm_model():
+    """The comparison baseline: a timm ResNet-18 gives the same four levels (its stride-2 stem level skipped)."""
+    backbone = uniconvnet_fpn_backbone('resnet18', out_channels=32)
+    assert backbone.body.feature_info.reduction() == [4, 8, 16, 32]
+    feats = backbone(torch.randn(1, 3, 64, 96))
+    assert [tuple(f.shape[-2:]) for f in feats.values()] == [(16, 24), (8, 12), (4, 6), (2, 3), (1, 2)]
+    with pytest.raises(ValueError, match='needs a UniConvNet backbone'):
+        uniconvnet_fpn_backbone('resnet18', trainable_stages=2)
+    with pytest.raises(ValueError, match='no feature level at stride 4'):
+        uniconvnet_fpn_backbone('vit_tiny_patch16_224')
+
+
 def test_backbone_weights_from_official_checkpoint(official_a, tmp_path):
     path = tmp_path / 'a.pth'
     torch.save({'model': official_a['state_dict']}, path)

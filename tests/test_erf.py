@@ -151,9 +151,12 @@ def test_every_route_to_the_last_stage_gives_the_same_map(tiny_uniconvnet):
     assert maps[1].map.sum() < maps[None].map.sum()
     features = FeatureListNet(model, out_indices=(0, 1, 2, 3), flatten_sequential=True)  # shares the weights
     one_by_one = erf_map(model, x, grad_checkpointing=False, batch_size=1)
-    assert np.allclose(erf_map(features, x).map, maps[None].map, rtol=1e-5, atol=1e-9)
-    assert np.allclose(erf_map(lambda t: model.forward_features(t), x).map, maps[None].map, rtol=1e-5, atol=1e-9)
-    assert np.allclose(one_by_one.map, maps[None].map, rtol=1e-5, atol=1e-9)
+    # equal up to float rounding, measured against the map's scale: the routes differ in batch layout and in
+    # whether gradient checkpointing recomputes the forward, which changes summation orders in the backward
+    scale = 1e-6 * maps[None].map.max()
+    assert np.allclose(erf_map(features, x).map, maps[None].map, rtol=1e-5, atol=scale)
+    assert np.allclose(erf_map(lambda t: model.forward_features(t), x).map, maps[None].map, rtol=1e-5, atol=scale)
+    assert np.allclose(one_by_one.map, maps[None].map, rtol=1e-5, atol=scale)
     # the model is handed back as it came
     assert model.training and all(p.requires_grad for p in model.parameters())
     assert not any(s.grad_checkpointing for s in model.stages)

@@ -17,8 +17,10 @@ def run(tmp_path, name, **overrides):
 
 
 def test_accumulation_equals_one_large_batch(tmp_path):
-    big = run(tmp_path, 'big', batch_size=16, limit_train_batches=1, no_aug=True)
-    accumulated = run(tmp_path, 'acc', batch_size=8, accum_steps=2, limit_train_batches=2, no_aug=True)
+    # the whole validation split for both (validation batches are twice the training batch)
+    big = run(tmp_path, 'big', batch_size=16, limit_train_batches=1, no_aug=True, limit_val_batches=None)
+    accumulated = run(tmp_path, 'acc', batch_size=8, accum_steps=2, limit_train_batches=2, no_aug=True,
+                      limit_val_batches=None)
     # the two micro-batches are exactly the large batch (the sampler's order does not depend on the batch size)
     assert accumulated[0]['train_loss'] == pytest.approx(big[0]['train_loss'], rel=1e-5)
     assert accumulated[0]['val_loss'] == pytest.approx(big[0]['val_loss'], rel=1e-3)

@@ -32,7 +32,7 @@ def _add_common(p: argparse.ArgumentParser, kind: str) -> None:
             if name in ('limit_train_batches', 'threads'):
                 typ = int
             p.add_argument(flag, type=typ, default=default, choices=f.metadata.get('choices'), help=help_text)
-    p.add_argument('--backbone', default='uniconvnet_a', help='UniConvNet variant of the backbone')
+    p.add_argument('--backbone', default='uniconvnet_a', help='UniConvNet variant of the backbone (any timm model with stride 4-32 levels works, e.g. resnet18)')
     p.add_argument('--backbone-weights', default=None, help='official or our classification checkpoint')
     p.add_argument('--num-classes', type=int, default=None, help='classes (default: from the data)')
 

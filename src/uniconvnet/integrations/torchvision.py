@@ -5,10 +5,13 @@ The backbone is the registered timm model itself (no copy of the architecture): 
 the stage outputs, torchvision's ``FeaturePyramidNetwork`` turns them into levels.
 """
 from collections import OrderedDict
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence, Tuple
 
+import timm
 import torch
 import torch.nn as nn
+
+from ..models import VARIANTS
 
 __all__ = ['UniConvNetFPN', 'uniconvnet_fpn_backbone', 'fasterrcnn_uniconvnet_fpn', 'maskrcnn_uniconvnet_fpn',
            'retinanet_uniconvnet_fpn']
@@ -52,6 +55,27 @@ def _freeze_stages(body: nn.Module, trainable_stages: int, num_stages: int = 4) 
         param.requires_grad_(trainable)
 
 
+def _stage_feature_indices(backbone_name: str, stages: Sequence[int]) -> Tuple[int, ...]:
+    """timm ``out_indices`` of stages 0-3 (strides 4, 8, 16, 32) of any timm model.
+
+    UniConvNet's four feature levels are exactly these stages; other timm models may list more levels (a ResNet's
+    stride-2 stem comes first), so the levels are found by their reduction on a meta-device copy.
+    """
+    if backbone_name.split('.', 1)[0] in VARIANTS:
+        return tuple(stages)
+    with torch.device('meta'):
+        probe = timm.create_model(backbone_name, features_only=True)
+    reductions = probe.feature_info.reduction()
+    indices = []
+    for stage in stages:
+        want = 4 * 2 ** stage
+        if want not in reductions:
+            raise ValueError(f'{backbone_name} has no feature level at stride {want} (its strides: {reductions}); '
+                             f'an FPN backbone needs levels at strides 4, 8, 16 and 32')
+        indices.append(reductions.index(want))
+    return tuple(indices)
+
+
 def uniconvnet_fpn_backbone(
         backbone_name: str = 'uniconvnet_a',
         backbone_weights: Optional[str] = None,
@@ -61,10 +85,10 @@ def uniconvnet_fpn_backbone(
         extra_blocks: Optional[nn.Module] = None,
         drop_path_rate: float = 0.0,
 ) -> UniConvNetFPN:
-    """An FPN backbone from a UniConvNet variant.
+    """An FPN backbone from a UniConvNet variant (or any timm model with stride 4-32 levels, e.g. ``resnet18``).
 
     Args:
-        backbone_name: variant name, e.g. ``uniconvnet_a``.
+        backbone_name: variant name, e.g. ``uniconvnet_a``; other timm names work too (``trainable_stages=4``).
         backbone_weights: an official or our classification checkpoint (loaded through ``checkpoint_filter_fn``;
             the classifier is dropped).
         trainable_stages: how many of the last stages train (0-4); with 4 the stem trains too.
@@ -76,7 +100,10 @@ def uniconvnet_fpn_backbone(
     from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
     from .. import create_model
-    kwargs: Dict[str, Any] = dict(features_only=True, out_indices=tuple(returned_stages),
+    if trainable_stages != 4 and backbone_name.split('.', 1)[0] not in VARIANTS:
+        raise ValueError(f'trainable_stages={trainable_stages} needs a UniConvNet backbone (stage names); '
+                         f'{backbone_name} trains whole: use trainable_stages=4')
+    kwargs: Dict[str, Any] = dict(features_only=True, out_indices=_stage_feature_indices(backbone_name, returned_stages),
                                   drop_path_rate=drop_path_rate)
     if backbone_weights is not None:
         kwargs.update(pretrained=True, pretrained_cfg_overlay=dict(file=str(backbone_weights)))

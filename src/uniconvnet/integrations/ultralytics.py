@@ -311,6 +311,9 @@ def _expose_names() -> None:
         setattr(tasks, name, cls)
 
 
+_expose_names()  # on import: a YAML naming the blocks before register() gets the message, not a KeyError
+
+
 def register() -> None:
     """Make ``RFABlock``, ``C3k2RFA`` and ``UniConvNetBackbone`` usable in ultralytics model YAMLs.
 

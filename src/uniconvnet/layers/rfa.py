@@ -49,26 +49,38 @@ class _LargeDepthwiseConv(torch.autograd.Function):
         channels, kernel = weight.shape[0], weight.shape[-1]
         pad = kernel // 2
         grad_x = grad_weight = grad_bias = None
+        # under autocast the forward ran in a lower precision than the saved tensors: compute the gradients in the
+        # dtype of grad_out (as autocast's own conv backward does) and return each in its input's dtype
+        dtype = grad_out.dtype
         if ctx.needs_input_grad[0]:
-            grad_x = F.conv2d(grad_out, weight.flip(-1, -2), padding=pad, groups=channels)
+            grad_x = F.conv2d(grad_out, weight.to(dtype).flip(-1, -2), padding=pad, groups=channels).to(x.dtype)
         if ctx.needs_input_grad[1]:
             n, _, height, width = x.shape
-            planes = x.reshape(1, n * channels, height, width)
+            planes = x.to(dtype).reshape(1, n * channels, height, width)
             kernels = grad_out.reshape(n * channels, 1, height, width)
             grad_weight = F.conv2d(planes, kernels, padding=pad, groups=n * channels)
             grad_weight = grad_weight.view(n, channels, kernel, kernel)
-            grad_weight = grad_weight.sum(0).unsqueeze(1)
+            grad_weight = grad_weight.sum(0).unsqueeze(1).to(weight.dtype)
         if ctx.has_bias and ctx.needs_input_grad[2]:
-            grad_bias = grad_out.sum((0, 2, 3))
+            grad_bias = grad_out.sum((0, 2, 3)).to(weight.dtype)
         return grad_x, grad_weight, grad_bias
+
+
+def _is_fx_symbolic_tracing() -> bool:
+    # torch >= 2.5 separates symbolic tracing from torch.export (is_fx_tracing is true for both, with a warning)
+    check = getattr(torch.fx._symbolic_trace, 'is_fx_symbolic_tracing', torch.fx._symbolic_trace.is_fx_tracing)
+    return check()
 
 
 @register_notrace_function  # FX keeps it one call: its branch on requires_grad is not traceable
 def large_depthwise_conv(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
     """``F.conv2d(x, weight, bias, padding=k // 2, groups=C)`` for an odd k; with k >= 7 and gradients
     enabled, through :class:`_LargeDepthwiseConv` (same forward, faster backward)."""
-    if not torch.jit.is_scripting():
-        if weight.shape[-1] >= 7 and torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
+    # FX: a tracer that does not know timm's notrace list (torchvision's feature extractor reaches this through
+    # forward_channels_last, not a module call) must not branch on proxies; the traced graph is the plain conv
+    if not torch.jit.is_scripting():  # TorchScript compiles only the plain conv
+        if not _is_fx_symbolic_tracing() and weight.shape[-1] >= 7 and torch.is_grad_enabled() \
+                and (x.requires_grad or weight.requires_grad):
             return _LargeDepthwiseConv.apply(x, weight, bias)
     return F.conv2d(x, weight, bias, padding=weight.shape[-1] // 2, groups=weight.shape[0])
 
