@@ -32,9 +32,9 @@ os.environ.setdefault('YOLO_OFFLINE', '1')  # nothing to download: models from Y
 
 import torch  # noqa: E402
 
-MODELS = ['yolo11n.yaml', 'yolo11n-rfa-neck.yaml', 'yolo11n-c3k2rfa.yaml', 'yolo11n-uniconvnet-a.yaml',
-          'yolo11n-uniconvnet-a-ls1.yaml']
-# not shipped: the shipped UniConvNet-A YAML with its layer scales starting at 1.0 instead of the paper's 1e-6
+MODELS = ['yolo11n.yaml', 'yolo11n-rfa-neck.yaml', 'yolo11n-c3k2rfa.yaml', 'yolo11n-uniconvnet-a.yaml']
+# not shipped, and not in the default run (--models ... yolo11n-uniconvnet-a-ls1.yaml): the shipped UniConvNet-A
+# YAML with its layer scales starting at 1.0 instead of the paper's 1e-6
 DERIVED = {'yolo11n-uniconvnet-a-ls1.yaml': ('yolo11-uniconvnet-a.yaml', {'ls_init_value': 1.0})}
 
 

@@ -103,6 +103,12 @@ def test_head_mismatch_and_in_chans_through_timm(official_a, tmp_path):
 def test_atomic_save_keeps_old_file_on_failure(tmp_path):
     path = tmp_path / 'ckpt.pt'
     atomic_save({'a': torch.ones(2)}, path)
+    mask = os.umask(0o022)
+    try:  # a new file's usual permissions (mkstemp alone would make it owner-only)
+        atomic_save({'a': torch.ones(2)}, path)
+        assert path.stat().st_mode & 0o777 == 0o644
+    finally:
+        os.umask(mask)
 
     class Unsaveable:
         def __reduce__(self):

@@ -54,6 +54,12 @@ def load_checkpoint_file(path: PathLike) -> Dict[str, Any]:
                               f'({type(e).__name__}: {str(e).splitlines()[0] if str(e) else "no detail"})') from e
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _atomic_write(path: PathLike, write) -> Path:
     """Write through a temporary file in the same folder, then rename: a crash leaves the old file intact."""
     path = Path(path)
@@ -63,6 +69,7 @@ def _atomic_write(path: PathLike, write) -> Path:
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes owner-only files; give the usual permissions of a new file
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

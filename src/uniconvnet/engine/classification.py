@@ -15,7 +15,7 @@ from ..data import (DIGITS_CLASSES, Augmentation, DigitsDataset, ImageFolderData
                     build_transform)
 from .config import TrainConfig
 from .distributed import init_distributed
-from .trainer import Task, Trainer, find_resume_checkpoint, make_logger, seed_everything
+from .trainer import Task, Trainer, prepare_output, seed_everything
 
 __all__ = ['ClassificationTask', 'build_classification_model', 'build_datasets', 'load_finetune_weights', 'train']
 
@@ -166,20 +166,7 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
             torch.set_num_threads(cfg.threads)
         train_set, val_set, class_names, data_name = build_datasets(cfg.data)
         output = Path(cfg.output or Path('runs') / f'{cfg.model.split(".", 1)[0]}-{data_name}')
-        resume_path = find_resume_checkpoint(cfg.resume, output)
-        if (output / 'last.pt').is_file() and resume_path is None:
-            if not cfg.overwrite:
-                raise ValueError(f'{output} already holds a training run (last.pt): continue it with --resume auto, '
-                                 f'or start over with --overwrite or another --output')
-            if ctx.is_main:
-                for name in ('last.pt', 'best.pt', 'metrics.jsonl'):
-                    (output / name).unlink(missing_ok=True)
-        if ctx.is_main:
-            output.mkdir(parents=True, exist_ok=True)
-        ctx.barrier()
-        log = make_logger(output / 'train.log', ctx.is_main)
-        if cfg.resume == 'auto' and resume_path is None:
-            log(f'--resume auto: nothing to resume in {output} (no last.pt): starting fresh')
+        resume_path, log = prepare_output(cfg, output, ctx)
         num_classes = len(class_names)
         if cfg.num_classes is not None and cfg.num_classes != num_classes:
             raise ValueError(f'--num-classes {cfg.num_classes} (recipe {cfg.recipe}) but the data has '

@@ -26,7 +26,7 @@ from .coco_eval import coco_evaluate
 from .config import TrainConfig
 from .distributed import init_distributed
 from .seg_metrics import ConfusionMatrix
-from .trainer import Task, Trainer, find_resume_checkpoint, make_logger, seed_everything
+from .trainer import Task, Trainer, prepare_output, seed_everything
 
 __all__ = ['DetectionTask', 'SegmentationTask', 'DetSegOptions', 'train_detection', 'train_segmentation',
            'evaluate_detection', 'evaluate_segmentation', 'build_detector', 'DETECTORS']
@@ -170,16 +170,7 @@ def _run(cfg: TrainConfig, opts: DetSegOptions, kind: str) -> Dict[str, Any]:
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         output = Path(cfg.output or Path('runs') / f'{kind}-{opts.arch}-{opts.backbone}')
-        resume_path = find_resume_checkpoint(cfg.resume, output)
-        if (output / 'last.pt').is_file() and resume_path is None and not cfg.overwrite:
-            raise ValueError(f'{output} already holds a training run (last.pt): continue it with --resume auto, '
-                             f'or start over with --overwrite or another --output')
-        if ctx.is_main:
-            output.mkdir(parents=True, exist_ok=True)
-        ctx.barrier()
-        log = make_logger(output / 'train.log', ctx.is_main)
-        if cfg.resume == 'auto' and resume_path is None:
-            log(f'--resume auto: nothing to resume in {output} (no last.pt): starting fresh')
+        resume_path, log = prepare_output(cfg, output, ctx)
         root = _data_dirs(cfg.data, log)
         seed_everything(cfg.seed)
         loader_args = dict(world_size=ctx.world_size, rank=ctx.rank, seed=cfg.seed, num_workers=cfg.workers,

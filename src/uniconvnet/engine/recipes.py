@@ -46,13 +46,14 @@ RECIPES: Dict[str, Dict[str, Any]] = {
     ),
     'in22k': dict(epochs=90, warmup_epochs=5, drop_path=0.2, num_classes=21841),
     # built-in digits: a small input (the 8x8 scans upsampled to 16x16), no ImageNet-style augmentation.
-    # channels_last is 1.6x faster on CPUs here. One thread: the tensors are tiny, so a second thread buys
-    # little, and when the CPU is shared a second OpenMP thread makes every step ~10x slower (README).
+    # torch's default threads: on an idle 2-core machine a step takes 0.29 s with 2 threads and 0.86-0.94 s with
+    # one (benchmarks/train_step_cpu.py); on a CPU shared with other jobs, --threads 1 avoids OpenMP threads
+    # spinning while they wait for each other (README).
     'digits': dict(
         epochs=10, batch_size=64, base_lr=3e-3, base_batch=64, warmup_epochs=1, weight_decay=0.05,
         min_lr=1e-5, image_size=16, crop_pct=1.0, interpolation='bilinear', scale_min=0.6, hflip=0.0,
         color_jitter=0.0, auto_augment='', reprob=0.0, mixup=0.0, cutmix=0.0, smoothing=0.1, ema_decay=0.0,
-        drop_path=0.0, workers=0, channels_last=True, threads=1,
+        drop_path=0.0, workers=0, channels_last=True, threads=None,
     ),
 }
 _BASES = {'ft384': 'in1k', 'in22k': 'in1k'}

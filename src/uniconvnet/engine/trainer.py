@@ -30,7 +30,7 @@ from .distributed import DistributedContext
 from .progress import Progress, format_seconds
 
 __all__ = ['Task', 'Trainer', 'TrainingDiverged', 'effective_batch_and_lr', 'find_resume_checkpoint',
-           'make_logger', 'seed_everything']
+           'make_logger', 'prepare_output', 'seed_everything']
 
 
 class TrainingDiverged(RuntimeError):
@@ -126,6 +126,30 @@ def find_resume_checkpoint(resume: Optional[str], output: Path) -> Optional[Path
         raise FileNotFoundError(f'--resume {resume}: no such checkpoint; pass the path of a last.pt or best.pt, '
                                 f'or --resume auto to continue the run in the output folder')
     return path
+
+
+def prepare_output(cfg: TrainConfig, output: Path, ctx: DistributedContext
+                   ) -> Tuple[Optional[Path], Callable[[str], None]]:
+    """Check and create the output folder of a run; returns the checkpoint to resume from and the logger.
+
+    A folder that holds a run (``last.pt``) is only reused with ``--resume`` or ``--overwrite`` (which removes
+    the previous run's checkpoints and metrics first), so that nothing is overwritten by accident.
+    """
+    resume_path = find_resume_checkpoint(cfg.resume, output)
+    if (output / 'last.pt').is_file() and resume_path is None:
+        if not cfg.overwrite:
+            raise ValueError(f'{output} already holds a training run (last.pt): continue it with --resume auto, '
+                             f'or start over with --overwrite or another --output')
+        if ctx.is_main:
+            for name in ('last.pt', 'best.pt', 'metrics.jsonl'):
+                (output / name).unlink(missing_ok=True)
+    if ctx.is_main:
+        output.mkdir(parents=True, exist_ok=True)
+    ctx.barrier()
+    log = make_logger(output / 'train.log', ctx.is_main)
+    if cfg.resume == 'auto' and resume_path is None:
+        log(f'--resume auto: nothing to resume in {output} (no last.pt): starting fresh')
+    return resume_path, log
 
 
 def _move(batch: Any, device: torch.device, channels_last: bool) -> Any:
