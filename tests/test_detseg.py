@@ -30,7 +30,8 @@ def _targets(with_masks=False):
 @pytest.mark.parametrize('builder,masks', [(fasterrcnn_uniconvnet_fpn, False), (maskrcnn_uniconvnet_fpn, True),
                                            (retinanet_uniconvnet_fpn, False)])
 def test_builders_forward_backward(builder, masks):
-    model = builder(num_classes=5, min_size=64, max_size=64, trainable_stages=3)
+    model = builder(num_classes=5, min_size=64, max_size=64, trainable_stages=3, fpn_channels=32)
+    assert model.backbone.out_channels == 32
     frozen = [n for n, p in model.backbone.body.named_parameters() if not p.requires_grad]
     assert frozen and all(n.startswith(('stem', 'stages_0')) for n in frozen)
     model.train()

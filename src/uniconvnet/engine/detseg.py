@@ -43,6 +43,7 @@ class DetSegOptions:
     backbone_weights: Optional[str] = None
     trainable_stages: int = 4
     min_size: int = 128                      # detector input size (shorter side)
+    fpn_channels: int = 256                  # FPN and detection-head width (torchvision's 256 by default)
     num_classes: Optional[int] = None        # default: from the data (+1 background for segmentation masks)
 
 
@@ -138,8 +139,8 @@ def build_detector(opts: DetSegOptions, num_classes: int, drop_path: float = 0.0
     if opts.arch not in DETECTORS:
         raise ValueError(f'unknown detector {opts.arch!r}; choose one of {", ".join(DETECTORS)}')
     common = dict(num_classes=num_classes, backbone_name=opts.backbone, backbone_weights=opts.backbone_weights,
-                  trainable_stages=opts.trainable_stages, drop_path_rate=drop_path, min_size=opts.min_size,
-                  max_size=opts.min_size)
+                  trainable_stages=opts.trainable_stages, drop_path_rate=drop_path, fpn_channels=opts.fpn_channels,
+                  min_size=opts.min_size, max_size=opts.min_size)
     if opts.arch == 'retinanet':
         from torchvision.models.detection.anchor_utils import AnchorGenerator
         # levels at strides 8..128: anchors from 8 px, three scales per octave
@@ -149,7 +150,11 @@ def build_detector(opts: DetSegOptions, num_classes: int, drop_path: float = 0.0
     from torchvision.models.detection.anchor_utils import AnchorGenerator
     anchors = AnchorGenerator(((8,), (16,), (32,), (64,), (128,)), ((0.5, 1.0, 2.0),) * 5)
     builder = tv.fasterrcnn_uniconvnet_fpn if opts.arch == 'fasterrcnn' else tv.maskrcnn_uniconvnet_fpn
-    return builder(rpn_anchor_generator=anchors, **common)
+    # proposals and sampled RoIs sized for small inputs with tens of objects, not COCO's 800 px images: the
+    # defaults (2000 proposals, 512 RoIs per image) make the box head most of a CPU step
+    return builder(rpn_anchor_generator=anchors, rpn_pre_nms_top_n_train=1000, rpn_post_nms_top_n_train=500,
+                   rpn_pre_nms_top_n_test=500, rpn_post_nms_top_n_test=300, box_batch_size_per_image=128,
+                   **common)
 
 
 def _data_dirs(data: Optional[str], log) -> Path:
@@ -175,7 +180,8 @@ def _run(cfg: TrainConfig, opts: DetSegOptions, kind: str) -> Dict[str, Any]:
         seed_everything(cfg.seed)
         loader_args = dict(world_size=ctx.world_size, rank=ctx.rank, seed=cfg.seed, num_workers=cfg.workers,
                            persistent_workers=not cfg.deterministic)
-        meta = dict(task=kind, arch=opts.arch, backbone=opts.backbone, min_size=opts.min_size)
+        meta = dict(task=kind, arch=opts.arch, backbone=opts.backbone, min_size=opts.min_size,
+                    fpn_channels=opts.fpn_channels)
         if kind == 'detection':
             train_set = CocoDetectionDataset(root / 'train' / 'images', root / 'train' / 'annotations.json',
                                              with_masks=opts.arch == 'maskrcnn', hflip=cfg.hflip > 0)
@@ -250,7 +256,8 @@ def _evaluate(checkpoint: str, data: Optional[str], kind: str, batch_size: int, 
     ctx = init_distributed(device)
     try:
         root = _data_dirs(data, print)
-        opts = DetSegOptions(arch=meta['arch'], backbone=meta['backbone'], min_size=meta['min_size'])
+        opts = DetSegOptions(arch=meta['arch'], backbone=meta['backbone'], min_size=meta['min_size'],
+                             fpn_channels=meta.get('fpn_channels', 256))
         names = meta['label_names']
         if kind == 'detection':
             val_set = CocoDetectionDataset(root / 'val' / 'images', root / 'val' / 'annotations.json')

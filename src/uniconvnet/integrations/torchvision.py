@@ -118,11 +118,13 @@ def fasterrcnn_uniconvnet_fpn(
         backbone_weights: Optional[str] = None,
         trainable_stages: int = 4,
         drop_path_rate: float = 0.0,
+        fpn_channels: int = 256,
         **kwargs: Any,
 ):
-    """Faster R-CNN with a UniConvNet FPN backbone; extra kwargs go to ``torchvision...FasterRCNN``."""
+    """Faster R-CNN with a UniConvNet FPN backbone (``fpn_channels`` wide); extra kwargs go to
+    ``torchvision...FasterRCNN``."""
     from torchvision.models.detection import FasterRCNN
-    backbone = uniconvnet_fpn_backbone(backbone_name, backbone_weights, trainable_stages,
+    backbone = uniconvnet_fpn_backbone(backbone_name, backbone_weights, trainable_stages, out_channels=fpn_channels,
                                        drop_path_rate=drop_path_rate)
     return FasterRCNN(backbone, num_classes=num_classes, **kwargs)
 
@@ -133,11 +135,13 @@ def maskrcnn_uniconvnet_fpn(
         backbone_weights: Optional[str] = None,
         trainable_stages: int = 4,
         drop_path_rate: float = 0.0,
+        fpn_channels: int = 256,
         **kwargs: Any,
 ):
-    """Mask R-CNN with a UniConvNet FPN backbone; extra kwargs go to ``torchvision...MaskRCNN``."""
+    """Mask R-CNN with a UniConvNet FPN backbone (``fpn_channels`` wide); extra kwargs go to
+    ``torchvision...MaskRCNN``."""
     from torchvision.models.detection import MaskRCNN
-    backbone = uniconvnet_fpn_backbone(backbone_name, backbone_weights, trainable_stages,
+    backbone = uniconvnet_fpn_backbone(backbone_name, backbone_weights, trainable_stages, out_channels=fpn_channels,
                                        drop_path_rate=drop_path_rate)
     return MaskRCNN(backbone, num_classes=num_classes, **kwargs)
 
@@ -148,11 +152,13 @@ def retinanet_uniconvnet_fpn(
         backbone_weights: Optional[str] = None,
         trainable_stages: int = 4,
         drop_path_rate: float = 0.0,
+        fpn_channels: int = 256,
         **kwargs: Any,
 ):
     """RetinaNet with a UniConvNet FPN backbone: stages 2-4 plus P6/P7, as torchvision's ResNet-50 builder."""
     from torchvision.models.detection import RetinaNet
     from torchvision.ops.feature_pyramid_network import LastLevelP6P7
     backbone = uniconvnet_fpn_backbone(backbone_name, backbone_weights, trainable_stages, returned_stages=(1, 2, 3),
-                                       extra_blocks=LastLevelP6P7(256, 256), drop_path_rate=drop_path_rate)
+                                       out_channels=fpn_channels, extra_blocks=LastLevelP6P7(fpn_channels, fpn_channels),
+                                       drop_path_rate=drop_path_rate)
     return RetinaNet(backbone, num_classes=num_classes, **kwargs)
