@@ -9,9 +9,10 @@ Backends (``BACKENDS``):
     for CUDA tensors; ``torch.compile`` and ``torch.export`` keep it as one node.
 
 Choice, first that applies: the ``backend`` argument, the ``UNICONVNET_DCN_BACKEND`` environment variable
-(``auto``, ``torch`` or ``triton``), ``auto``. ``auto`` picks by device (``AUTO_BACKEND_BY_DEVICE``, else
-``torch``); during ONNX export ``auto`` always picks ``torch`` (plain operators). A backend asked for by name that cannot run raises; one chosen by ``auto`` or the environment
-variable falls back to ``torch`` and says so in one log line, once per reason.
+(``auto``, ``torch``, ``cpu`` or ``triton``), ``auto``. ``auto`` picks by device (``AUTO_BACKEND_BY_DEVICE``:
+``cpu`` for CPU tensors, ``triton`` for CUDA ones, else ``torch``); during ONNX export it always picks ``torch``
+(plain operators). A backend asked for by name that cannot run raises; one chosen by ``auto`` or the
+environment variable falls back to ``torch`` and says so in one log line, once per reason.
 """
 import logging
 import os
