@@ -66,10 +66,10 @@ class _LargeDepthwiseConv(torch.autograd.Function):
         return grad_x, grad_weight, grad_bias
 
 
-def _is_fx_symbolic_tracing() -> bool:
-    # torch >= 2.5 separates symbolic tracing from torch.export (is_fx_tracing is true for both, with a warning)
-    check = getattr(torch.fx._symbolic_trace, 'is_fx_symbolic_tracing', torch.fx._symbolic_trace.is_fx_tracing)
-    return check()
+# torch >= 2.5 separates symbolic tracing from torch.export (is_fx_tracing is true for both, with a warning);
+# looked up once here, not on every convolution
+_is_fx_symbolic_tracing = getattr(torch.fx._symbolic_trace, 'is_fx_symbolic_tracing',
+                                  torch.fx._symbolic_trace.is_fx_tracing)
 
 
 @register_notrace_function  # FX keeps it one call: its branch on requires_grad is not traceable
