@@ -47,7 +47,7 @@ def _registered():
 def test_shipped_yamls_are_package_data():
     assert uyolo.list_model_yamls() == sorted(SHIPPED)
     config = (REPO / 'pyproject.toml').read_text()
-    assert '"uniconvnet.integrations" = ["ultralytics_cfg/*.yaml"]' in config
+    assert '"uniconvnet.integrations.ultralytics" = ["cfg/*.yaml"]' in config
 
 
 @pytest.mark.parametrize('name', SHIPPED)
@@ -92,7 +92,7 @@ def test_register_is_idempotent():
     first = tasks.parse_model
     uyolo.register()
     uyolo.register()
-    assert tasks.parse_model is first and first._uniconvnet_extended
+    assert tasks.parse_model is first and uyolo.is_registered()
     assert not getattr(first.__wrapped__, '_uniconvnet_extended', False)  # wraps the original, not itself
     assert all(getattr(tasks, name) is cls for name, cls in uyolo.YAML_MODULES.items())
 

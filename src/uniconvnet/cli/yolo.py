@@ -1,4 +1,5 @@
-"""``uniconvnet yolo train|val``: ultralytics YOLO with the RFA blocks registered (optional extra ``ultralytics``)."""
+"""``uniconvnet yolo train|val|predict``: ultralytics YOLO with the RFA blocks (optional extra ``ultralytics``;
+sliced prediction also needs ``sahi``)."""
 import argparse
 import json
 import os
@@ -35,9 +36,21 @@ def _cmd_val(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_predict(args: argparse.Namespace) -> int:
+    integration = _integration()
+    try:
+        results = integration.predict(args.source, args.weights, out=args.out, slice_size=args.slice,
+                                      overlap=args.overlap, imgsz=args.imgsz, conf=args.conf, device=args.device)
+    except ImportError as e:  # SAHI missing for --slice: bad input, one line
+        raise ValueError(str(e)) from None
+    count = len(json.loads(results.read_text()))
+    print(f'{count} detections: {results} (annotated images beside it)')
+    return 0
+
+
 def add_yolo_parser(sub: Any) -> None:
-    """Add ``yolo train`` and ``yolo val`` to the ``uniconvnet`` command's subparsers."""
-    parser = sub.add_parser('yolo', help='train or validate ultralytics YOLO models with RFA blocks')
+    """Add ``yolo train``, ``yolo val`` and ``yolo predict`` to the ``uniconvnet`` command's subparsers."""
+    parser = sub.add_parser('yolo', help='train, validate or predict with ultralytics YOLO models with RFA blocks')
     yolo_sub = parser.add_subparsers(dest='yolo_command', metavar='ACTION')
     yolo_sub.required = True
 
@@ -64,3 +77,17 @@ def add_yolo_parser(sub: Any) -> None:
     group.add_argument('--weights', help='trained .pt (e.g. runs/yolo/NAME/weights/best.pt)')
     common(p)
     p.set_defaults(func=_cmd_val)
+
+    p = yolo_sub.add_parser('predict', help='detect objects in images: annotated copies and a COCO results file; '
+                            '--slice for large images with small objects (SAHI)')
+    p.add_argument('source', help='an image or a folder of images')
+    p.add_argument('--weights', required=True, help='trained .pt (e.g. runs/yolo/NAME/weights/best.pt)')
+    p.add_argument('--slice', type=int, help='predict overlapping SLICE x SLICE tiles at native resolution and merge '
+                   'them (SAHI; pip install sahi); default: the whole image at --imgsz')
+    p.add_argument('--overlap', type=float, default=0.2, help='fraction of a slice shared with its neighbour, in '
+                   '[0, 1) (default 0.2)')
+    p.add_argument('--imgsz', type=int, help='input size of plain prediction (default: the training size)')
+    p.add_argument('--conf', type=float, default=0.25, help='lowest score kept (default 0.25)')
+    p.add_argument('--device', default='cpu', help='cpu, 0 ... as ultralytics takes it (default cpu)')
+    p.add_argument('--out', default='runs/yolo/predict', help='output folder (default runs/yolo/predict)')
+    p.set_defaults(func=_cmd_predict)
