@@ -41,11 +41,53 @@ def backbone_yaml(variant: str, folder: Path, extra_args: Optional[list] = None)
     return str(folder / f'{stem.replace("yolo11-", "yolo11n-")}.yaml')
 
 
-def make_trainer(log_path: Path):
-    from ultralytics.models.yolo.detect import DetectionTrainer
+class OutputNorm(torch.nn.Module):
+    """Experiment: a BatchNorm on each feature map a backbone returns."""
+
+    def __init__(self, body: torch.nn.Module, channels: List[int]):
+        super().__init__()
+        self.body = body
+        self.norms = torch.nn.ModuleList(torch.nn.BatchNorm2d(c) for c in channels)
+
+    def forward(self, x):
+        return [n(f) for n, f in zip(self.norms, self.body(x))]
+
+
+def change_backbone(model: torch.nn.Module, change: str) -> None:
+    """Experiments on the first layer's timm body: ``kaiming`` (PyTorch's default init of every conv/linear
+    instead of timm's trunc_normal(0.02)), ``outbn`` (a BatchNorm on each output)."""
+    backbone = model.model[0]
+    if change == 'kaiming':
+        for m in backbone.body.modules():
+            if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
+                m.reset_parameters()
+    elif change == 'outbn':
+        backbone.body = OutputNorm(backbone.body, backbone.channels)
+    elif change in ('stemeps', 'trunkeps', 'alleps'):  # LayerNorms with eps 1 (near-linear while inputs are small)
+        for name, m in backbone.body.named_modules():
+            if isinstance(m, torch.nn.LayerNorm) and (change == 'alleps' or 'stem' in name
+                                                      or (change == 'trunkeps' and 'downsample' in name)):
+                m.eps = 1.0
+    elif change in ('stembn', 'dsbn', 'trunkbn'):  # the stem's / downsampling / both LayerNorms -> BatchNorms
+        for name, m in list(backbone.body.named_modules()):
+            where = 'stem' if 'stem' in name else 'downsample' if 'downsample' in name else ''
+            if isinstance(m, torch.nn.LayerNorm) and where and (change == 'trunkbn' or (where == 'stem') == (change == 'stembn')):
+                parent = backbone.body.get_submodule(name.rpartition('.')[0]) if '.' in name else backbone.body
+                setattr(parent, name.rpartition('.')[2], torch.nn.BatchNorm2d(m.normalized_shape[0]))
+    elif change:
+        raise ValueError(f'unknown change {change}')
+
+
+def make_trainer(log_path: Path, change: str = '', clip: str = 'model'):
+    from uniconvnet.integrations.ultralytics import DetectionTrainer
 
     class GradNormTrainer(DetectionTrainer):
-        """ultralytics' detection trainer measuring each optimizer step (the step itself is untouched)."""
+        """Our detection trainer measuring each optimizer step (the step itself is untouched)."""
+
+        def get_model(self, cfg=None, weights=None, verbose=True):
+            model = super().get_model(cfg=cfg, weights=weights, verbose=verbose)
+            change_backbone(model, change)
+            return model
 
         def _setup_train(self):
             super()._setup_train()
@@ -58,7 +100,8 @@ def make_trainer(log_path: Path):
             for name, _ in model.named_parameters():
                 sub = name.split('.')
                 i = int(sub[1])
-                self._part[name] = ('bb.' + sub[3]) if sub[2] == 'body' else 'head' if i == head_index else f'L{i:02d}'
+                self._part[name] = (('bb.' + sub[3]) if sub[2] == 'body' else f'head.{sub[2]}' if i == head_index
+                                    else f'L{i:02d}')
             # the features the backbone hands to the neck: outputs of the layers the head-side rows read first
             first = model.model[0]
             if hasattr(first, 'body'):
@@ -101,15 +144,42 @@ def make_trainer(log_path: Path):
                 if p.grad is not None:
                     grad_sq[self._part[n]] += float(p.grad.detach().float().square().sum())
             total = sum(grad_sq.values()) ** 0.5
+            clip = min(1.0, 10.0 / (total + 1e-6))
+            # the size of a typical gradient element after the clip, next to Adam's eps (1e-8) and its sqrt(v)
+            count: Dict[str, int] = defaultdict(int)
+            for n, p in named:
+                count[self._part[n]] += p.numel()
+            grad_rms = {k: clip * (v / count[k]) ** 0.5 for k, v in grad_sq.items()}
+            state = self.optimizer.state
+            v_sq: Dict[str, float] = defaultdict(float)
+            for n, p in named:
+                if p in state and 'exp_avg_sq' in state[p]:
+                    v_sq[self._part[n]] += float(state[p]['exp_avg_sq'].sum())
+            adam_rms = {k: (v / count[k]) ** 0.25 for k, v in v_sq.items()}  # typical sqrt(v)
             before = {n: p.detach().clone() for n, p in named}
-            super().optimizer_step()
+            if clip == 'model':
+                super().optimizer_step()
+            else:  # experiment: ultralytics' step without its clip over the whole model
+                self.scaler.unscale_(self.optimizer)
+                if clip == 'layer':  # each YOLO layer (and each backbone stage) clipped on its own
+                    groups: Dict[str, list] = defaultdict(list)
+                    for n, p in named:
+                        groups[self._part[n]].append(p)
+                    for params in groups.values():
+                        torch.nn.utils.clip_grad_norm_(params, max_norm=10.0)
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+                self.optimizer.zero_grad()
+                if self.ema:
+                    self.ema.update(self.model)
             upd_sq: Dict[str, float] = defaultdict(float)
             par_sq: Dict[str, float] = defaultdict(float)
             for n, p in named:
                 upd_sq[self._part[n]] += float((p.detach() - before[n]).square().sum())
                 par_sq[self._part[n]] += float(before[n].square().sum())
             self._steps += 1
-            record = dict(step=self._steps, epoch=self.epoch, total_grad=total, clip=min(1.0, 10.0 / (total + 1e-6)),
+            record = dict(step=self._steps, epoch=self.epoch, total_grad=total, clip=clip, grad_rms=grad_rms,
+                          adam_sqrt_v=adam_rms,
                           lr={g.get('param_group', str(k)): g['lr'] for k, g in enumerate(self.optimizer.param_groups)},
                           loss={k: float(v) for k, v in (self.tloss or {}).items()},
                           grad={k: v ** 0.5 for k, v in grad_sq.items()},
@@ -135,6 +205,9 @@ def main() -> None:
     parser.add_argument('--out', default='runs/yolo_grad_norms')
     parser.add_argument('--name', default=None)
     parser.add_argument('--threads', type=int, default=1)
+    parser.add_argument('--clip', default='model', choices=['model', 'layer', 'none'],
+                        help="gradient clipping: ultralytics' (model), per part (layer), none")
+    parser.add_argument('--change', default='', choices=['', 'kaiming', 'outbn', 'stembn', 'dsbn', 'trunkbn', 'stemeps', 'trunkeps', 'alleps'], help='experiment on the backbone')
     parser.add_argument('--overrides', default='{}', help='JSON of ultralytics training arguments')
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -149,7 +222,7 @@ def main() -> None:
     name = args.name or Path(cfg).stem
     out.mkdir(parents=True, exist_ok=True)
     log = out / f'{name}.jsonl'
-    trainer = make_trainer(log)
+    trainer = make_trainer(log, args.change, args.clip)
 
     def stop_at_epoch_end(tr):
         if args.stop_after and tr.epoch + 1 >= args.stop_after:
@@ -186,7 +259,9 @@ def summarize(log: Path) -> None:
               f'clip {mean([r["clip"] for r in rs]):.3g}, features {rs[-1]["feature_std"]}')
         for p in parts:
             print(f'    {p:>12}: |g| {mean([r["grad"].get(p, 0) for r in rs]):9.3g}   '
-                  f'|dW|/|W| {mean([r["rel_update"].get(p, 0) for r in rs]):9.3g}')
+                  f'|dW|/|W| {mean([r["rel_update"].get(p, 0) for r in rs]):9.3g}   '
+                  f'clipped g rms {mean([r.get("grad_rms", {}).get(p, 0) for r in rs]):9.3g}   '
+                  f'Adam sqrt(v) {mean([r.get("adam_sqrt_v", {}).get(p, 0) for r in rs]):9.3g}')
 
 
 if __name__ == '__main__':

@@ -1,23 +1,31 @@
-"""Does the RFA help YOLO on small objects? yolo11n against its RFA variants, trained with the same budget.
+"""Does the RFA help YOLO on small objects? yolo11n and its RFA variants, several seeds, the spread shown.
 
-Every model is trained from its YAML (no pretrained weights) on the built-in small-object dataset (400 train,
-100 val canvases of 128x128 px, digits of 8-24 px: all small by COCO's definition), with the same epochs,
-seed, image size and ultralytics defaults otherwise, then evaluated on the 100 validation canvases:
+Every model is trained from its YAML (no pretrained weights) with the same budget and seed list, ultralytics'
+defaults otherwise, validated every epoch (the learning curve) and evaluated on the final (last-epoch) weights:
 
   mAP50-95, mAP50   ultralytics' validator
-  AP, APs           pycocotools (uniconvnet.engine.coco_eval) on the model's predictions (conf 0.001, NMS IoU
-                    0.7, 300 boxes, as ultralytics validates); APs: objects under 32x32 px
-  params            of the trained model (before Conv+BN fusion)
-  GFLOPs @640       2 x multiply-accumulates of one 640x640 image (torch.utils.flop_counter, as
-                    `uniconvnet models` counts), plus UniConvNet's deformable sampling where there is one
-  ONNX vs PyTorch   max |difference| of the raw outputs (boxes in px, class scores) of ultralytics' ONNX
-                    export run by onnxruntime and of the PyTorch model, one random image at the training size
-  CPU ms            median latency of the fused model at batch 1, at the training size and at 640, all models
-                    timed round-robin in one process (the machine is shared: compare the ratios)
+  APs               pycocotools on the same predictions (conf 0.001, NMS IoU 0.7, 300 boxes): objects < 32x32 px
+  params, GFLOPs    of the model (GFLOPs: 2 x multiply-accumulates of one 640 x 640 image, torch's flop counter,
+                    plus UniConvNet's deformable sampling), once per model
+  CPU ms            median latency of the fused model at batch 1 at the setting's image size, all models timed
+                    round-robin in one process at the end (the machine is shared: compare the ratios)
 
-    PYTHONPATH=src python benchmarks/yolo_small_objects.py --epochs 20     # the README's table
+Settings (``--settings``):
 
-``train min`` is the training time ultralytics logs (``results.csv``), without evaluation.
+  standard  the built-in set: 400 train / 100 val canvases of 128 px, digits of 8-24 px, 20 epochs, imgsz 128
+  tiny      tiny objects only: 240 train / 80 val canvases of 128 px with up to 12 digits of 4-12 px each (most
+            below 2 P3 cells, the smallest below one), 15 epochs, imgsz 128, and a nominal batch of 16 instead of
+            ultralytics' 64 (an optimizer step per batch: ~15 steps per epoch instead of ~4 on 240 images);
+            0.45x the images x epochs of ``standard``, so that it fits beside it
+
+Resumable: a run whose ``row.json`` exists with the same budget is skipped; an interrupted run resumes from its
+``last.pt``. One training process at a time, one thread (``OMP_NUM_THREADS=1``; ultralytics trains on the CPU
+with one thread on this 2-core machine anyway).
+
+    PYTHONPATH=src python benchmarks/yolo_small_objects.py                 # everything, then the tables
+    PYTHONPATH=src python benchmarks/yolo_small_objects.py --report-only   # tables from the runs so far
+
+Tables and rows go to ``benchmarks/results/yolo_small_objects.{md,json}``.
 """
 import argparse
 import csv
@@ -26,32 +34,77 @@ import os
 import statistics
 import time
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 os.environ.setdefault('YOLO_OFFLINE', '1')  # nothing to download: models from YAML, data generated locally
 
 import torch  # noqa: E402
 
-MODELS = ['yolo11n.yaml', 'yolo11n-rfa-neck.yaml', 'yolo11n-c3k2rfa.yaml', 'yolo11n-uniconvnet-a.yaml']
-# not shipped, and not in the default run (--models ... yolo11n-uniconvnet-a-ls1.yaml): the shipped UniConvNet-A
-# YAML with its layer scales starting at 1.0 instead of the paper's 1e-6
-DERIVED = {'yolo11n-uniconvnet-a-ls1.yaml': ('yolo11-uniconvnet-a.yaml', {'ls_init_value': 1.0})}
+MODELS = ['yolo11n.yaml', 'yolo11n-c3k2rfa.yaml', 'yolo11n-rfa-neck.yaml', 'yolo11n-uniconvnet-a.yaml']
+SEEDS = [0, 1, 2]
+SETTINGS: Dict[str, Dict[str, Any]] = {
+    'standard': dict(data={}, imgsz=128, epochs=20, batch=16),
+    'tiny': dict(data=dict(num_train=240, num_val=80, image_size=128, size_range=[4, 12], max_objects=12),
+                 imgsz=128, epochs=15, batch=16, overrides=dict(nbs=16)),
+}
+RESULTS = Path(__file__).resolve().parent / 'results' / 'yolo_small_objects'
+CURVE_EPOCHS = (5, 10, 15, 20)
 
 
-def derived_yaml(name: str, folder: Path) -> str:
-    """Write a benchmark-only variant of a shipped YAML (backbone keyword arguments changed); returns its path."""
-    import yaml
+def data_yaml(setting: str, out: Path) -> Path:
+    from uniconvnet.integrations import ultralytics as uyolo
+    kwargs = SETTINGS[setting]['data']
+    return uyolo.builtin_data(None if not kwargs else out / 'data' / setting, **kwargs)
 
-    from uniconvnet.integrations.ultralytics import MODEL_YAML_DIR
-    source, model_kwargs = DERIVED[name]
-    d = yaml.safe_load((MODEL_YAML_DIR / source).read_text())
-    row = d['backbone'][0]
-    assert row[2] == 'UniConvNetBackbone' and len(row[3]) == 3  # [c2, variant, out_indices]
-    row[3] += [None, 3, 0.0, model_kwargs]  # weights, in_chans, drop_path_rate, model_kwargs
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / name.replace('yolo11n-', 'yolo11-')
-    path.write_text(yaml.safe_dump(d, sort_keys=False))
-    return str(folder / name)  # the scale letter picks the row of `scales`, as for the shipped files
+
+def budget_of(setting: str, seed: int) -> Dict[str, Any]:
+    s = SETTINGS[setting]
+    return dict(setting=setting, seed=seed, **s)
+
+
+def read_curve(results_csv: Path) -> Dict[str, Any]:
+    """Per-epoch mAP50 and mAP50-95 (ultralytics' validation of the EMA weights) and training minutes."""
+    epochs, map50, map5095, total, last = [], [], [], 0.0, 0.0
+    with results_csv.open() as f:
+        for row in csv.DictReader(f):
+            row = {k.strip(): v for k, v in row.items()}
+            now = float(row['time'])
+            if now < last:  # a resumed run: the clock restarted
+                total += last
+            last = now
+            epochs.append(int(float(row['epoch'])))
+            map50.append(float(row['metrics/mAP50(B)']))
+            map5095.append(float(row['metrics/mAP50-95(B)']))
+    return dict(epochs=epochs, map50=map50, map5095=map5095, train_minutes=(total + last) / 60)
+
+
+def run_one(cfg: str, setting: str, seed: int, out: Path) -> Dict[str, Any]:
+    """Train (or resume, or reuse) one model at one seed; returns its row."""
+    from ultralytics import YOLO
+
+    from uniconvnet.integrations import ultralytics as uyolo
+
+    name = Path(cfg).stem
+    run_dir = out / setting / name / f'seed{seed}'
+    saved = run_dir / 'row.json'
+    budget = budget_of(setting, seed)
+    if saved.is_file() and json.loads(saved.read_text())['budget'] == budget:
+        return json.loads(saved.read_text())['row']
+    data = data_yaml(setting, out)
+    s = SETTINGS[setting]
+    last = run_dir / 'weights' / 'last.pt'
+    started = time.time()
+    if last.is_file() and (run_dir / 'args.yaml').is_file():
+        YOLO(str(last)).train(resume=True, trainer=uyolo.DetectionTrainer)
+    else:
+        uyolo.train(cfg, data=data, epochs=s['epochs'], imgsz=s['imgsz'], batch=s['batch'], seed=seed, workers=0,
+                    val=True, project=run_dir.parent, name=run_dir.name, **s.get('overrides', {}))
+    metrics = uyolo.val(last, data=data, imgsz=s['imgsz'], batch=s['batch'], workers=0,
+                        coco_json=Path(data).parent / 'val' / 'annotations.json')
+    row = dict(model=name, seed=seed, **{k: metrics[k] for k in ('mAP50-95', 'mAP50', 'AP', 'APs')},
+               curve=read_curve(run_dir / 'results.csv'), wall_minutes=(time.time() - started) / 60)
+    saved.write_text(json.dumps({'budget': budget, 'row': row}))
+    return row
 
 
 def gflops_640(model: torch.nn.Module) -> float:
@@ -59,7 +112,7 @@ def gflops_640(model: torch.nn.Module) -> float:
     return 2 * measure_complexity(model, (3, 640, 640)).total_macs / 1e9
 
 
-def latencies_ms(models: Dict[str, torch.nn.Module], size: int, rounds: int, runs: int) -> Dict[str, float]:
+def latencies_ms(models: Dict[str, torch.nn.Module], size: int, rounds: int = 7, runs: int = 10) -> Dict[str, float]:
     """Median ms per image at batch 1, models interleaved round by round so that load changes hit all alike."""
     x = torch.rand(1, 3, size, size)
     times: Dict[str, List[float]] = {name: [] for name in models}
@@ -75,113 +128,108 @@ def latencies_ms(models: Dict[str, torch.nn.Module], size: int, rounds: int, run
     return {name: statistics.median(t) for name, t in times.items()}
 
 
-def _same_budget(args_yaml: Path, budget: Dict[str, int]) -> bool:
-    import yaml
-    saved = yaml.safe_load(args_yaml.read_text()) if args_yaml.is_file() else {}
-    return all(saved.get(k) == v for k, v in budget.items())
-
-
-def training_minutes(results_csv: Path) -> float:
-    """Training time from ultralytics' results.csv (cumulative seconds; the clock restarts on a resume)."""
-    total = last = 0.0
-    with results_csv.open() as f:
-        for row in csv.DictReader(f):
-            now = float(row['time'])
-            if now < last:  # a resumed run: the time before the interruption is in `last`
-                total += last
-            last = now
-    return (total + last) / 60
-
-
-def onnx_max_abs_diff(weights: Path, size: int) -> float:
-    """Export with ultralytics (ONNX, static shape) and compare onnxruntime with PyTorch on one random image."""
-    import onnxruntime as ort
-    from ultralytics import YOLO
-
-    path = YOLO(str(weights)).export(format='onnx', imgsz=size, simplify=False, dynamic=False, device='cpu')
-    x = torch.rand(1, 3, size, size)
-    with torch.no_grad():
-        expected = YOLO(str(weights)).model.float().eval()(x)[0]
-    session = ort.InferenceSession(path, providers=['CPUExecutionProvider'])
-    got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
-    return float((torch.from_numpy(got) - expected).abs().max())
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--models', nargs='+', default=MODELS)
-    parser.add_argument('--epochs', type=int, default=20)
-    parser.add_argument('--imgsz', type=int, default=128)
-    parser.add_argument('--batch', type=int, default=16)
-    parser.add_argument('--seed', type=int, default=0)
-    parser.add_argument('--data-root', default=None, help='where the built-in dataset is written (default: cache)')
-    parser.add_argument('--out', default='runs/bench_yolo_small_objects')
-    parser.add_argument('--rounds', type=int, default=7, help='latency rounds (default 7)')
-    parser.add_argument('--reuse', action='store_true',
-                        help='reuse what an earlier run with the same budget finished, resume what it did not')
-    args = parser.parse_args()
-
+def model_costs(setting: str, out: Path, names: List[str]) -> Dict[str, Dict[str, float]]:
+    """Params, GFLOPs @640 and CPU latency at the setting's size of the seed-0 weights (cached)."""
     from ultralytics import YOLO
 
     from uniconvnet.analysis.complexity import count_parameters
-    from uniconvnet.integrations import ultralytics as uyolo
 
-    uyolo.register()
-    data = uyolo.builtin_data(args.data_root)
+    cache = out / setting / 'costs.json'
+    costs = json.loads(cache.read_text()) if cache.is_file() else {}
+    if all(n in costs for n in names):
+        return costs
+    models = {}
+    for name in names:
+        weights = next((out / setting / name).glob('seed*/weights/last.pt'))
+        models[name] = YOLO(str(weights)).model.float().eval().fuse(verbose=False)
+    size = SETTINGS[setting]['imgsz']
+    for name, ms in latencies_ms(models, size).items():
+        costs[name] = dict(params=count_parameters(models[name]), gflops_640=gflops_640(models[name]), cpu_ms=ms)
+    cache.write_text(json.dumps(costs))
+    return costs
+
+
+def _stats(values: List[float]) -> Dict[str, float]:
+    return dict(mean=statistics.mean(values), sd=statistics.stdev(values) if len(values) > 1 else 0.0,
+                min=min(values), max=max(values), n=len(values))
+
+
+def _beyond_spread(a: Dict[str, float], b: Dict[str, float]) -> str:
+    """'yes' when the seed ranges do not overlap (every seed of one above every seed of the other)."""
+    if a['n'] < 2 or b['n'] < 2:
+        return 'n/a'
+    return 'yes' if a['min'] > b['max'] or a['max'] < b['min'] else 'no'
+
+
+def report(out: Path, settings: List[str], models: List[str]) -> str:
+    """Markdown tables of everything finished so far; also writes the JSON of all rows."""
+    from ultralytics import __version__ as ultralytics_version
+
+    sections, everything = [], {}
+    for setting in settings:
+        names = [Path(m).stem for m in models]
+        rows = {n: [json.loads(p.read_text())['row'] for p in sorted((out / setting / n).glob('seed*/row.json'))]
+                for n in names}
+        names = [n for n in names if rows[n]]
+        if not names:
+            continue
+        costs = model_costs(setting, out, names)
+        s = SETTINGS[setting]
+        base = names[0]
+        summary = {n: {k: _stats([r[k] for r in rows[n]]) for k in ('mAP50-95', 'mAP50', 'APs')} for n in names}
+        lines = [f'**{setting}**: {s["data"] or "built-in data (400/100 canvases of 128 px, 8-24 px digits)"}, '
+                 f'{s["epochs"]} epochs, imgsz {s["imgsz"]}, batch {s["batch"]}, final-epoch weights, '
+                 f'ultralytics {ultralytics_version} defaults otherwise; mean +- sd over seeds; "beyond spread": '
+                 f'the seed ranges of the model and of {base} do not overlap.', '',
+                 f'| model | seeds | mAP50-95 | mAP50 | APs | mAP50-95 vs {base} | beyond spread | params (M) | '
+                 f'GFLOPs @640 | CPU ms @{s["imgsz"]} | train min |',
+                 '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|']
+        for n in names:
+            m, c = summary[n], costs[n]
+            delta = m['mAP50-95']['mean'] - summary[base]['mAP50-95']['mean']
+            lines.append(
+                f'| {n} | {m["mAP50"]["n"]} | {m["mAP50-95"]["mean"]:.3f} +- {m["mAP50-95"]["sd"]:.3f} | '
+                f'{m["mAP50"]["mean"]:.3f} +- {m["mAP50"]["sd"]:.3f} | {m["APs"]["mean"]:.3f} +- {m["APs"]["sd"]:.3f} | '
+                f'{delta:+.3f} | {"-" if n == base else _beyond_spread(m["mAP50-95"], summary[base]["mAP50-95"])} | '
+                f'{c["params"] / 1e6:.2f} | {c["gflops_640"]:.1f} | {c["cpu_ms"]:.1f} '
+                f'({c["cpu_ms"] / costs[base]["cpu_ms"]:.2f}x) | '
+                f'{statistics.mean(r["curve"]["train_minutes"] for r in rows[n]):.1f} |')
+        curve_epochs = [e for e in CURVE_EPOCHS if e <= s['epochs']]
+        lines += ['', f'mAP50 during training (ultralytics\' per-epoch validation, mean over seeds), epochs '
+                      f'{", ".join(map(str, curve_epochs))}:', '',
+                  '| model | ' + ' | '.join(f'epoch {e}' for e in curve_epochs) + ' |',
+                  '|---|' + '---:|' * len(curve_epochs)]
+        for n in names:
+            cells = [statistics.mean(r['curve']['map50'][e - 1] for r in rows[n]) for e in curve_epochs]
+            lines.append(f'| {n} | ' + ' | '.join(f'{v:.3f}' for v in cells) + ' |')
+        sections.append('\n'.join(lines))
+        everything[setting] = dict(budget={k: v for k, v in s.items()}, summary=summary, costs=costs, runs=rows)
+    header = (f'CPU, torch {torch.__version__}, 1 thread per run; files: runs under the --out folder, this table '
+              f'from benchmarks/yolo_small_objects.py')
+    text = header + '\n\n' + '\n\n'.join(sections) + '\n'
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.with_suffix('.md').write_text(text)
+    RESULTS.with_suffix('.json').write_text(json.dumps(everything, indent=1))
+    return text
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--models', nargs='+', default=MODELS)
+    parser.add_argument('--seeds', nargs='+', type=int, default=SEEDS)
+    parser.add_argument('--settings', nargs='+', default=list(SETTINGS), choices=list(SETTINGS))
+    parser.add_argument('--out', default='runs/bench_yolo_small_objects', help='runs folder (resumable)')
+    parser.add_argument('--report-only', action='store_true', help='only write the tables of finished runs')
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
     out = Path(args.out).resolve()
-    rows: List[Dict[str, Any]] = []
-    trained: Dict[str, torch.nn.Module] = {}
-    budget = dict(epochs=args.epochs, imgsz=args.imgsz, batch=args.batch, seed=args.seed)
-    for cfg in args.models:
-        name = Path(cfg).stem
-        saved = out / name / 'row.json'
-        if args.reuse and saved.is_file() and json.loads(saved.read_text())['budget'] == budget:
-            row = json.loads(saved.read_text())['row']  # trained and evaluated by an earlier run
-        else:
-            last = out / name / 'weights' / 'last.pt'
-            if args.reuse and last.is_file() and _same_budget(out / name / 'args.yaml', budget):
-                YOLO(str(last)).train(resume=True)  # an interrupted run: ultralytics goes on from its last epoch
-            else:
-                if cfg in DERIVED:
-                    cfg = derived_yaml(cfg, out / 'derived_yaml')
-                uyolo.train(cfg, data=data, epochs=args.epochs, imgsz=args.imgsz, batch=args.batch,
-                            seed=args.seed, workers=0, val=False, project=out, name=name)
-            best = out / name / 'weights' / 'best.pt'
-            metrics = uyolo.val(best, data=data, imgsz=args.imgsz, batch=args.batch, workers=0,
-                                coco_json=Path(data).parent / 'val' / 'annotations.json')
-            model = YOLO(str(best)).model.float().eval()
-            row = dict(model=name, **{k: metrics[k] for k in ('mAP50-95', 'mAP50', 'AP', 'AP50', 'APs')},
-                       params=count_parameters(model), gflops_640=gflops_640(model),
-                       onnx_max_abs_diff=onnx_max_abs_diff(best, args.imgsz))
-            saved.write_text(json.dumps({'budget': budget, 'row': row}))
-        row['train_minutes'] = training_minutes(out / name / 'results.csv')
-        rows.append(row)
-        trained[name] = YOLO(str(out / name / 'weights' / 'best.pt')).model.float().eval().fuse(verbose=False)
-        print(json.dumps(row), flush=True)
-
-    for size, runs in ((args.imgsz, 10), (640, 2)):
-        for name, ms in latencies_ms(trained, size, args.rounds, runs).items():
-            next(r for r in rows if r['model'] == name)[f'cpu_ms_{size}'] = ms
-    base = rows[0]
-    lines = [f'| model | mAP50-95 | mAP50 | COCO AP | APs (small) | params (M) | GFLOPs @640 | '
-             f'CPU ms @{args.imgsz} | CPU ms @640 | train min | ONNX vs PyTorch |',
-             '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|']
-    for r in rows:
-        lines.append(
-            f'| {r["model"]} | {r["mAP50-95"]:.3f} | {r["mAP50"]:.3f} | {r["AP"]:.3f} | {r["APs"]:.3f} | '
-            f'{r["params"] / 1e6:.2f} | {r["gflops_640"]:.1f} | '
-            f'{r[f"cpu_ms_{args.imgsz}"]:.1f} ({r[f"cpu_ms_{args.imgsz}"] / base[f"cpu_ms_{args.imgsz}"]:.2f}x) | '
-            f'{r["cpu_ms_640"]:.0f} ({r["cpu_ms_640"] / base["cpu_ms_640"]:.2f}x) | {r["train_minutes"]:.1f} | '
-            f'{r["onnx_max_abs_diff"]:.1e} |')
-    table = '\n'.join(lines)
-    budget = (f'budget: {args.epochs} epochs, imgsz {args.imgsz}, batch {args.batch}, seed {args.seed}, '
-              f'ultralytics {__import__("ultralytics").__version__} defaults otherwise, CPU, '
-              f'torch {torch.__version__}, {torch.get_num_threads()} threads')
-    print(budget)
-    print(table)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / 'results.json').write_text(json.dumps({'budget': budget, 'rows': rows}, indent=2))
-    (out / 'results.md').write_text(budget + '\n\n' + table + '\n')
+    if not args.report_only:
+        for setting in args.settings:  # the standard setting first, seed by seed: partial results stay balanced
+            for seed in args.seeds:
+                for cfg in args.models:
+                    row = run_one(cfg, setting, seed, out)
+                    print(json.dumps({k: v for k, v in row.items() if k != 'curve'}), flush=True)
+    print(report(out, args.settings, args.models))
 
 
 if __name__ == '__main__':

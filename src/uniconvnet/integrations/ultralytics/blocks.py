@@ -19,6 +19,7 @@ from ... import create_model  # TEMP until issue 14 lands: uniconvnet.models.cre
 __all__ = ['RFABlock', 'C3kRFA', 'C3k2RFA', 'UniConvNetBackbone', 'YAML_MODULES', 'is_registered']
 
 _DEFAULT_KERNELS = (7, 9, 11)
+TRUNK_NORMS = ('auto', 'batch', 'model')
 # set on ultralytics' parse_model once register() has extended it: the one record of registration
 EXTENDED_MARK = '_uniconvnet_extended'
 
@@ -106,11 +107,17 @@ class UniConvNetBackbone(nn.Module):
     Put it first in the YAML and pick its outputs with ultralytics' ``Index`` rows, whose first argument is the
     stage's channel count (``channels`` below; checked when the model is built).
 
-    ultralytics hands every model images scaled to [0, 1]; timm backbones are built for images normalised by
-    their ``pretrained_cfg`` mean and std, so this layer normalises its input first. This matters even from
-    scratch: a LayerNorm backbone (UniConvNet, ConvNeXt) normalises each pixel over its channels and cannot
-    remove the offset an un-centred image puts into every pixel, so without it about 95% of the feature variance
-    that reaches the neck is one vector per image and the detector does not learn to localise (docs/yolo.md).
+    Trained from scratch (no ``weights``), the LayerNorms of the trunk (the stem and the downsampling layers
+    between stages, not those inside the residual blocks) are BatchNorms. A LayerNorm there normalises each
+    pixel's response vector by its own size, so the strong response of a small object and the weak one of the
+    flat background around it come out the same size (at UniConvNet-A's first norm the object/background energy
+    ratio falls from 10.6 to 1.6; a BatchNorm keeps 8.8). Pretrained filters have learnt to cope; random ones do
+    not within ultralytics' few optimizer steps, and the detector then never learns to localise (UniConvNet-A:
+    mAP 0 after 20 epochs; with BatchNorms in the trunk it learns like yolo11n; docs/yolo.md has the evidence).
+    With ``weights``, the model is the paper's, LayerNorms and all.
+
+    ultralytics hands every model images scaled to [0, 1]; timm models, and their pretrained weights, expect
+    images normalised by their ``pretrained_cfg`` mean and std, so this layer normalises its input first.
 
     Args:
         variant: a UniConvNet variant name, or any timm model name.
@@ -120,13 +127,17 @@ class UniConvNetBackbone(nn.Module):
         in_chans: image channels.
         drop_path_rate: stochastic depth.
         model_kwargs: more keyword arguments of the model, e.g. ``{ls_init_value: 1.0}``.
+        trunk_norm: ``'auto'``: BatchNorm in the trunk when trained from scratch, the model's own norms with
+            ``weights``; ``'batch'`` or ``'model'`` to choose.
     """
 
     def __init__(self, variant: str = 'uniconvnet_a', out_indices: Sequence[int] = (1, 2, 3),
                  weights: Optional[str] = None, in_chans: int = 3, drop_path_rate: float = 0.0,
-                 model_kwargs: Optional[Dict[str, Any]] = None):
+                 model_kwargs: Optional[Dict[str, Any]] = None, trunk_norm: str = 'auto'):
         _require_registered(type(self).__name__)
         super().__init__()
+        if trunk_norm not in TRUNK_NORMS:
+            raise ValueError(f'UniConvNetBackbone trunk_norm {trunk_norm!r} is not one of {", ".join(TRUNK_NORMS)}')
         kwargs: Dict[str, Any] = dict(features_only=True, out_indices=tuple(out_indices), in_chans=in_chans,
                                       drop_path_rate=drop_path_rate, **(model_kwargs or {}))
         if weights:
@@ -136,6 +147,8 @@ class UniConvNetBackbone(nn.Module):
         self.variant = variant
         self.body = create_model(variant, **kwargs)
         self.channels: List[int] = list(self.body.feature_info.channels())
+        if trunk_norm == 'batch' or (trunk_norm == 'auto' and not weights):
+            batchnorm_trunk_(self.body)
         mean, std = self._input_statistics(self.body, in_chans)
         # constants of the variant, rebuilt with it: not part of the state dict
         self.register_buffer('input_mean', mean, persistent=False)
@@ -160,6 +173,20 @@ class UniConvNetBackbone(nn.Module):
         if self.input_mean is not None:
             x = (x - self.input_mean.to(x.dtype)) / self.input_std.to(x.dtype)
         return list(self.body(x))
+
+
+def batchnorm_trunk_(body: nn.Module) -> List[str]:
+    """Replace the LayerNorms of a timm backbone's trunk (modules named ``stem*`` and ``*downsample*``, as in
+    UniConvNet and ConvNeXt) by BatchNorms over the same channels, in place; returns their names."""
+    replaced = []
+    for name, module in list(body.named_modules()):
+        trunk = name.split('.')[0].startswith('stem') or 'downsample' in name.split('.')
+        if trunk and isinstance(module, nn.LayerNorm):
+            parent_name, _, child = name.rpartition('.')
+            parent = body.get_submodule(parent_name) if parent_name else body
+            setattr(parent, child, nn.BatchNorm2d(module.normalized_shape[0]))
+            replaced.append(name)
+    return replaced
 
 
 # YAML name -> class; what register() makes visible to ultralytics' parser
