@@ -7,13 +7,13 @@ from typing import Any, List
 import timm
 import torch.nn as nn
 
-from .layers import RFA, DCNv3, LayerNorm2d, ReceptiveFieldAggregator
+from .layers import RFA, DCNv3, ReceptiveFieldAggregator
 from .models import VARIANTS, UniConvNet, checkpoint_filter_fn
 from .ops import dcnv3
 
 __version__ = '0.1.0'
 
-__all__ = ['DCNv3', 'LayerNorm2d', 'RFA', 'ReceptiveFieldAggregator', 'UniConvNet', 'VARIANTS',
+__all__ = ['DCNv3', 'RFA', 'ReceptiveFieldAggregator', 'UniConvNet', 'VARIANTS',
            'check_model_name', 'checkpoint_filter_fn', 'create_model', 'dcnv3', 'list_variants', '__version__']
 
 

@@ -6,33 +6,19 @@ and image size stay dynamic in ONNX and ExportedPrograms; TorchScript is shape-g
 """
 import os
 import warnings
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Optional, Tuple, Union
+from typing import Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
 
 from .checkpoints import _atomic_write, _num_classes_of, load_checkpoint_file, load_weights
+from .layers import dcn_backend
 
-__all__ = ['FORMATS', 'export_model', 'export_pretrained', 'reference_dcn_core']
+__all__ = ['FORMATS', 'export_model', 'export_pretrained']
 
 FORMATS = ('onnx', 'torchscript', 'exported-program')
 PathLike = Union[str, os.PathLike]
-
-
-@contextmanager
-def reference_dcn_core() -> Iterator[None]:
-    """Route DCNv3 sampling to the reference (grid_sample) core while the block runs: standard operators only."""
-    previous = os.environ.get('UNICONVNET_DCN_BACKEND')
-    os.environ['UNICONVNET_DCN_BACKEND'] = 'torch'
-    try:
-        yield
-    finally:
-        if previous is None:
-            os.environ.pop('UNICONVNET_DCN_BACKEND', None)
-        else:
-            os.environ['UNICONVNET_DCN_BACKEND'] = previous
 
 
 def _check_format(format: str) -> None:
@@ -73,7 +59,7 @@ def export_model(
     example = torch.randn(1, in_chans, *image_size)
 
     def write(tmp: str) -> None:
-        with torch.no_grad(), reference_dcn_core(), warnings.catch_warnings():
+        with torch.no_grad(), dcn_backend(model, 'torch'), warnings.catch_warnings():
             # the tracer notes that shape checks are constants, and the exporter that strided slices do not
             # fold: both expected here. TorchScript's deprecation notice is for the user of the format.
             warnings.filterwarnings('ignore', category=torch.jit.TracerWarning)

@@ -6,7 +6,7 @@ per multiply-accumulate, are what to compare. Peak training memory is measured p
 
 Model specs are timm names with optional modes after a colon, e.g. ``uniconvnet_t:fused``:
 
-    plain     the official NCHW layout and the reference (grid_sample) DCN core: the faithful baseline
+    plain     the reference (grid_sample) DCN core, plain ATen ops: what ONNX export runs
     fused     ``model.fuse()`` first (inference only)
     compile   ``torch.compile(model)`` (inference only; compiling takes minutes on a CPU)
 """
@@ -16,7 +16,7 @@ import re
 import statistics
 import tempfile
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
@@ -55,15 +55,13 @@ class ModelSpec:
     def trainable(self) -> bool:
         return not (self.fused or self.compiled)
 
-    def context(self):
-        """Where the spec asks for the reference DCN core, route sampling there while the model runs."""
-        from ..export import reference_dcn_core
-        return reference_dcn_core() if self.plain else nullcontext()
-
     def build(self, train: bool = False) -> nn.Module:
         from .. import create_model
-        kwargs = {'fast_path': False} if self.plain else {}
-        model = create_model(self.name, **kwargs)
+        model = create_model(self.name)
+        if self.plain:
+            if not hasattr(model, 'set_dcn_backend'):
+                raise ValueError(f'{self.name} has no DCNv3 layers; drop the "plain" mode')
+            model.set_dcn_backend('torch')
         model.train(train)
         if self.fused:
             if not hasattr(model, 'fuse'):
@@ -76,16 +74,14 @@ def _median_ms(times: List[float]) -> float:
     return statistics.median(times) * 1e3
 
 
-def _interleaved(runners: Dict[str, Callable[[], None]], contexts: Dict[str, Any], runs: int,
-                 warmup: int) -> Dict[str, float]:
+def _interleaved(runners: Dict[str, Callable[[], None]], runs: int, warmup: int) -> Dict[str, float]:
     """Median wall time (ms) of each runner, the runners called in turn ``runs`` times after ``warmup`` rounds."""
     times: Dict[str, List[float]] = {label: [] for label in runners}
     for round_index in range(warmup + runs):
         for label, run in runners.items():
-            with contexts[label]():
-                start = time.perf_counter()
-                run()
-                elapsed = time.perf_counter() - start
+            start = time.perf_counter()
+            run()
+            elapsed = time.perf_counter() - start
             if round_index >= warmup:
                 times[label].append(elapsed)
     return {label: _median_ms(t) for label, t in times.items()}
@@ -127,10 +123,9 @@ def _train_peak_memory_worker(spec: ModelSpec, batch: int, image_size: int, thre
     start = _rss_mb('VmRSS')
     model = spec.build(train=True)
     step = _train_step_runner(model, batch, image_size)
-    with spec.context():
-        step()  # gradients and optimizer state now exist
-        Path('/proc/self/clear_refs').write_text('5')  # reset the peak resident size to the current one
-        step()
+    step()  # gradients and optimizer state now exist
+    Path('/proc/self/clear_refs').write_text('5')  # reset the peak resident size to the current one
+    step()
     return _rss_mb('VmHWM') - start
 
 
@@ -191,7 +186,6 @@ def run_benchmark(
     if threads:
         torch.set_num_threads(threads)
     threads = torch.get_num_threads()
-    contexts = {s.label: s.context for s in specs}
     report: Dict[str, Any] = {
         'settings': dict(image_size=image_size, batch_sizes=list(batch_sizes), train_batch=train_batch, runs=runs,
                          warmup=warmup, train_runs=train_runs, threads=threads, reference=reference_spec.label,
@@ -211,7 +205,7 @@ def run_benchmark(
         images = torch.randn(batch, 3, image_size, image_size)
         runners = {label: (lambda m=model: m(images)) for label, model in inference.items()}
         with torch.inference_mode():
-            latency = _interleaved(runners, contexts, runs, warmup)
+            latency = _interleaved(runners, runs, warmup)
         for label, ms in latency.items():
             rows[label].setdefault('latency_ms', {})[str(batch)] = ms
             rows[label].setdefault('images_per_s', {})[str(batch)] = batch / ms * 1e3
@@ -231,7 +225,7 @@ def run_benchmark(
                 log(f'onnxruntime, batch {batch}')
                 feed = {'images': torch.randn(batch, 3, image_size, image_size).numpy()}
                 runners = {label: (lambda s=session: s.run(None, feed)) for label, session in sessions.items()}
-                latency = _interleaved(runners, {label: nullcontext for label in runners}, runs, warmup)
+                latency = _interleaved(runners, runs, warmup)
                 for label, ms in latency.items():
                     rows[label].setdefault('onnxruntime_ms', {})[str(batch)] = ms
     del inference
@@ -240,7 +234,7 @@ def run_benchmark(
         trainable = [s for s in specs if s.trainable]
         log(f'training steps, batch {train_batch}')
         steps = {s.label: _train_step_runner(s.build(train=True), train_batch, image_size) for s in trainable}
-        step_ms = _interleaved(steps, contexts, train_runs, 1)
+        step_ms = _interleaved(steps, train_runs, 1)
         del steps
         for label, ms in step_ms.items():
             rows[label]['train_step_ms'] = ms
@@ -351,7 +345,7 @@ def profile_inference(spec: str, batch: int = 1, image_size: int = 224, runs: in
     model_spec = ModelSpec.parse(spec)
     model = model_spec.build(train=False)
     images = torch.randn(batch, 3, image_size, image_size)
-    with torch.inference_mode(), model_spec.context():
+    with torch.inference_mode():
         model(images)
         with _profiled() as prof:
             for _ in range(runs):

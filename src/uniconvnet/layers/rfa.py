@@ -9,6 +9,14 @@ running feature by one part. Each layer operator does, in the official ``ConvMod
     amplify = Conv1x1(context * Conv1x1(x))      (the amplifier: context gated by a projection of x)
     discrim = Depthwise3x3(Conv1x1(part)) + Proj1x1(context)   (Proj is the identity for the first layer)
     out     = concat(discrim, amplify)
+
+Everything is computed channels-last: the 1x1 convolutions are matrix products over the last dimension (their
+weights keep the official ``(out, in, 1, 1)`` shape, so checkpoints load as they are), the LayerNorms are single
+``F.layer_norm`` calls, and the depthwise convolutions read NCHW views of channels-last memory, oneDNN's fast
+layout, without copies. The discriminator paths of all layers read only the RFA's normalised input, so the RFA
+runs them together: one matrix product (block-diagonal weights) and one depthwise convolution instead of one of
+each per layer. In float32 this rounds differently from the official NCHW code, within the official-parity
+tolerance (``tests/test_parity.py``).
 """
 from typing import List, Optional, Sequence, Type
 
@@ -18,7 +26,6 @@ import torch.nn.functional as F
 from timm.layers import register_notrace_function
 
 from .fusion import fold_input_affine_, fold_output_scale_, without_affine
-from .norm import LayerNorm2d
 
 __all__ = ['LayerOperator', 'ReceptiveFieldAggregator', 'RFA', 'rfa_valid_widths']
 
@@ -76,13 +83,18 @@ _is_fx_symbolic_tracing = getattr(torch.fx._symbolic_trace, 'is_fx_symbolic_trac
 def large_depthwise_conv(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
     """``F.conv2d(x, weight, bias, padding=k // 2, groups=C)`` for an odd k; with k >= 7 and gradients
     enabled, through :class:`_LargeDepthwiseConv` (same forward, faster backward)."""
-    # FX: a tracer that does not know timm's notrace list (torchvision's feature extractor reaches this through
-    # forward_channels_last, not a module call) must not branch on proxies; the traced graph is the plain conv
+    # FX: a tracer that does not know timm's notrace list (torchvision's feature extractor reaches this inside a
+    # module's forward) must not branch on proxies; the traced graph is the plain conv
     if not torch.jit.is_scripting():  # TorchScript compiles only the plain conv
         if not _is_fx_symbolic_tracing() and weight.shape[-1] >= 7 and torch.is_grad_enabled() \
                 and (x.requires_grad or weight.requires_grad):
             return _LargeDepthwiseConv.apply(x, weight, bias)
     return F.conv2d(x, weight, bias, padding=weight.shape[-1] // 2, groups=weight.shape[0])
+
+
+def depthwise_channels_last(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
+    """A 'same'-padded depthwise convolution of an NHWC tensor, through the NCHW view of its memory (no copies)."""
+    return large_depthwise_conv(x.permute(0, 3, 1, 2), weight, bias).permute(0, 2, 3, 1)
 
 
 def rfa_valid_widths(dim: int, num_layers: int) -> List[int]:
@@ -93,7 +105,12 @@ def rfa_valid_widths(dim: int, num_layers: int) -> List[int]:
 
 
 class LayerOperator(nn.Module):
-    """One layer of the RFA: widens a running feature of ``in_chs`` channels by ``part_chs`` channels."""
+    """One layer of the RFA: widens a running feature of ``in_chs`` channels by ``part_chs`` channels.
+
+    Takes and returns channels-last ``(N, H, W, C)`` tensors. Its discriminator convolutions (``disc_pw``,
+    ``disc_dw``) are run by the RFA for all layers at once (:meth:`ReceptiveFieldAggregator.discriminate`); the
+    forward takes their output.
+    """
 
     first: torch.jit.Final[bool]  # a constant for TorchScript, which then compiles only the branch taken
 
@@ -113,7 +130,8 @@ class LayerOperator(nn.Module):
         if first and in_chs != part_chs:
             raise ValueError(f'the first layer operator takes one part: in_chs={in_chs} != part_chs={part_chs}')
         self.first = first
-        self.norm = nn.Identity() if first else LayerNorm2d(in_chs, eps=eps, **dd)
+        # the first layer reads a part of the RFA's own, already normalised input
+        self.norm = nn.Identity() if first else nn.LayerNorm(in_chs, eps=eps, **dd)
         self.context_pw = nn.Conv2d(in_chs, in_chs, 1, **dd)
         self.act = act_layer()
         self.context_dw = nn.Conv2d(in_chs, in_chs, kernel_size, padding=kernel_size // 2, groups=in_chs, **dd)
@@ -124,25 +142,13 @@ class LayerOperator(nn.Module):
         # the first layer's context already has the width of one part
         self.context_proj = nn.Identity() if first else nn.Conv2d(in_chs, part_chs, 1, **dd)
 
-    def forward(self, x: torch.Tensor, part: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, discriminated: torch.Tensor) -> torch.Tensor:
+        """``x``: the running feature; ``discriminated``: ``disc_dw(disc_pw(part))`` of this layer's part."""
         x = self.norm(x)
-        context = self.context_dw(self.act(self.context_pw(x)))
-        amplified = self.amp_proj(context * self.amp_gate(x))
-        discriminated = self.disc_dw(self.disc_pw(part)) + self.context_proj(context)
-        return torch.cat((discriminated, amplified), dim=1)
-
-    def forward_channels_last(self, x: torch.Tensor, part: torch.Tensor) -> torch.Tensor:
-        """:meth:`forward` on NHWC tensors: 1x1 convolutions as matrix products, depthwise ones channels-last."""
-        if not self.first:
-            x = self.norm.forward_channels_last(x)
         context = self.act(pointwise_channels_last(x, self.context_pw.weight, self.context_pw.bias))
-        # depthwise convolutions read the NCHW view of channels-last memory: oneDNN's fast layout, no copies
-        context = large_depthwise_conv(context.permute(0, 3, 1, 2), self.context_dw.weight, self.context_dw.bias)
-        context = context.permute(0, 2, 3, 1)
+        context = depthwise_channels_last(context, self.context_dw.weight, self.context_dw.bias)
         gate = pointwise_channels_last(x, self.amp_gate.weight, self.amp_gate.bias)
         amplified = pointwise_channels_last(context * gate, self.amp_proj.weight, self.amp_proj.bias)
-        discriminated = pointwise_channels_last(part, self.disc_pw.weight, self.disc_pw.bias)
-        discriminated = self.disc_dw(discriminated.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
         if self.first:
             discriminated = discriminated + context
         else:
@@ -164,7 +170,10 @@ class LayerOperator(nn.Module):
 
 
 class ReceptiveFieldAggregator(nn.Module):
-    """RFA over an NCHW tensor; output has the input's shape.
+    """RFA over an NCHW tensor; the output has the input's shape (an NCHW view of channels-last memory).
+
+    Computes channels-last inside: an input that is channels-last in memory (``x.contiguous(memory_format=
+    torch.channels_last)``, as every UniConvNet block passes) is read without a copy.
 
     Args:
         dim: channels in and out; must be divisible by ``len(kernel_sizes) + 1``.
@@ -200,26 +209,37 @@ class ReceptiveFieldAggregator(nn.Module):
         self.dim = dim
         self.kernel_sizes = kernel_sizes
         self.part_chs = dim // num_parts
-        self.norm = LayerNorm2d(dim, eps=eps, **dd)
+        self.norm = nn.LayerNorm(dim, eps=eps, **dd)
         self.layers = nn.ModuleList([
             LayerOperator((i + 1) * self.part_chs, self.part_chs, k, first=i == 0, act_layer=act_layer, eps=eps, **dd)
             for i, k in enumerate(kernel_sizes)
         ])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        parts = torch.split(self.norm(x), self.part_chs, dim=1)
-        y = parts[0]
+        x = self.norm(x.permute(0, 2, 3, 1))
+        discriminated = self.discriminate(x[..., self.part_chs:])
+        y = x[..., :self.part_chs]
         for i, layer in enumerate(self.layers):
-            y = layer(y, parts[i + 1])
-        return y
+            y = layer(y, discriminated[..., i * self.part_chs:(i + 1) * self.part_chs])
+        return y.permute(0, 3, 1, 2)
 
-    def forward_channels_last(self, x: torch.Tensor) -> torch.Tensor:
-        """:meth:`forward` on an NHWC tensor (see :meth:`LayerOperator.forward_channels_last`)."""
-        parts = torch.split(self.norm.forward_channels_last(x), self.part_chs, dim=-1)
-        y = parts[0]
-        for i, layer in enumerate(self.layers):
-            y = layer.forward_channels_last(y, parts[i + 1])
-        return y
+    def discriminate(self, parts: torch.Tensor) -> torch.Tensor:
+        """Every layer's ``disc_dw(disc_pw(part))`` at once, for ``parts`` = the normalised parts ``1..N`` (NHWC).
+
+        The 1x1 convolutions act on disjoint parts: one matrix product with their weights on the diagonal (the
+        zeros cost ``N``-fold MACs on this small piece, and save ``N - 1`` calls), then one depthwise convolution.
+        """
+        pointwise_weights: List[torch.Tensor] = []
+        pointwise_biases: List[torch.Tensor] = []
+        depthwise_weights: List[torch.Tensor] = []
+        depthwise_biases: List[torch.Tensor] = []
+        for layer in self.layers:
+            pointwise_weights.append(layer.disc_pw.weight.flatten(1))
+            pointwise_biases.append(layer.disc_pw.bias)
+            depthwise_weights.append(layer.disc_dw.weight)
+            depthwise_biases.append(layer.disc_dw.bias)
+        y = F.linear(parts, torch.block_diag(*pointwise_weights), torch.cat(pointwise_biases))
+        return depthwise_channels_last(y, torch.cat(depthwise_weights), torch.cat(depthwise_biases))
 
     def reparameterize(self) -> None:
         """Fold the norm's affine parameters into the 1x1 convolutions that read its parts (inference; in place).

@@ -10,10 +10,10 @@ Each block is three residual branches, each with a layer scale:
     x = x + DCNv3(LayerNorm(x))                     (NHWC)
     x = x + MLP(LayerNorm(x))                       (NHWC)
 
-By default (``fast_path=True``) blocks compute all three branches channels-last: the RFA's 1x1 convolutions become
-matrix products over the channels, its LayerNorms reduce over the last dimension in the official arithmetic, its
-depthwise convolutions run on channels-last memory, and activations stay channels-last from block to block.
-``fast_path=False`` runs the official layout, op for op; both give the official outputs within float rounding.
+Blocks compute all three branches channels-last: the RFA's 1x1 convolutions are matrix products over the
+channels, its LayerNorms single ``F.layer_norm`` calls, its depthwise convolutions run on channels-last memory, and
+activations stay channels-last from block to block. The official code computes in NCHW; both give the official
+outputs within float rounding (``tests/test_parity.py``).
 """
 import re
 from functools import partial
@@ -24,6 +24,7 @@ import torch.nn as nn
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import (
     DropPath,
+    LayerNorm2d,
     LayerScale,
     LayerScale2d,
     Mlp,
@@ -35,7 +36,7 @@ from timm.layers import (
 from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, named_apply, register_model
 from timm.models._features import feature_take_indices
 
-from ..layers import DCNv3, LayerNorm2d, ReceptiveFieldAggregator
+from ..layers import DCNv3, ReceptiveFieldAggregator, set_dcn_backend
 from ..layers.fusion import fold_input_affine_, fold_output_scale_, without_affine
 
 __all__ = ['UniConvNet', 'UniConvNetBlock', 'UniConvNetStage', 'VARIANTS', 'checkpoint_filter_fn', 'infer_variant']
@@ -44,8 +45,8 @@ __all__ = ['UniConvNet', 'UniConvNetBlock', 'UniConvNetStage', 'VARIANTS', 'chec
 class UniConvNetBlock(nn.Module):
     """RFA, then DCNv3, then MLP; each a residual branch with layer scale and drop path. NCHW in and out.
 
-    With ``fast_path`` the block computes channels-last (see the module docstring); its output is then an NCHW
-    view of channels-last memory, which the next block reads without a copy.
+    The block computes channels-last (see the module docstring); its output is an NCHW view of channels-last
+    memory, which the next block reads without a copy.
     """
 
     def __init__(
@@ -57,20 +58,20 @@ class UniConvNetBlock(nn.Module):
             ls_init_value: float = 1e-6,
             drop_path: float = 0.0,
             proj_drop: float = 0.0,
-            fast_path: bool = True,
+            dcn_backend: Optional[str] = None,
             device=None,
             dtype=None,
     ):
         dd = {'device': device, 'dtype': dtype}
         super().__init__()
-        self.fast_path = fast_path
         if dcn_group_channels < 1 or dim % dcn_group_channels != 0:
             raise ValueError(f'UniConvNetBlock: dim={dim} is not divisible by the DCN group width '
                              f'dcn_group_channels={dcn_group_channels}; use a width that is a multiple of it')
         self.rfa = ReceptiveFieldAggregator(dim, kernel_sizes, **dd)
         self.ls_rfa = LayerScale2d(dim, ls_init_value, **dd)
         self.norm_dcn = nn.LayerNorm(dim, eps=1e-6, **dd)
-        self.dcn = DCNv3(dim, kernel_size=3, stride=1, pad=1, dilation=1, group=dim // dcn_group_channels, **dd)
+        self.dcn = DCNv3(dim, kernel_size=3, stride=1, pad=1, dilation=1, group=dim // dcn_group_channels,
+                         backend=dcn_backend, **dd)
         self.ls_dcn = LayerScale(dim, ls_init_value, **dd)
         self.norm_mlp = nn.LayerNorm(dim, eps=1e-6, **dd)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=nn.GELU, drop=proj_drop, **dd)
@@ -78,14 +79,9 @@ class UniConvNetBlock(nn.Module):
         self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.fast_path:
-            # NHWC from here on; free when x is channels-last in memory (the previous block's output is)
-            x = x.permute(0, 2, 3, 1).contiguous()
-            rfa = self.rfa.forward_channels_last(x).permute(0, 3, 1, 2)  # NCHW view for the 2-D layer scale
-            x = x + self.drop_path(self.ls_rfa(rfa)).permute(0, 2, 3, 1)
-        else:
-            x = x + self.drop_path(self.ls_rfa(self.rfa(x)))
-            x = x.permute(0, 2, 3, 1)
+        # NHWC from here on; free when x is channels-last in memory (the previous block's output is)
+        x = x.permute(0, 2, 3, 1).contiguous()
+        x = x + self.drop_path(self.ls_rfa(self.rfa(x.permute(0, 3, 1, 2)))).permute(0, 2, 3, 1)
         x = x + self.drop_path(self.ls_dcn(self.dcn(self.norm_dcn(x))))
         x = x + self.drop_path(self.ls_mlp(self.mlp(self.norm_mlp(x))))
         return x.permute(0, 3, 1, 2)
@@ -176,7 +172,8 @@ class UniConvNet(nn.Module):
         drop_rate: dropout before the classifier.
         proj_drop_rate: dropout inside the MLPs.
         drop_path_rate: stochastic depth, rising linearly over the blocks to this value.
-        fast_path: compute blocks channels-last (default); False runs the official NCHW layout op for op.
+        dcn_backend: DCNv3 sampling backend of every block (see :meth:`set_dcn_backend`); None: the user's
+            default (``UNICONVNET_DCN_BACKEND``, else ``'auto'``).
     """
 
     def __init__(
@@ -194,7 +191,7 @@ class UniConvNet(nn.Module):
             drop_rate: float = 0.0,
             proj_drop_rate: float = 0.0,
             drop_path_rate: float = 0.0,
-            fast_path: bool = True,
+            dcn_backend: Optional[str] = None,
             device=None,
             dtype=None,
     ):
@@ -207,7 +204,6 @@ class UniConvNet(nn.Module):
         self.in_chans = in_chans
         self.num_classes = num_classes
         self.drop_rate = drop_rate
-        self.fast_path = fast_path
         self.feature_info: List[Dict[str, Any]] = []
 
         self.stem = nn.Sequential(
@@ -234,7 +230,7 @@ class UniConvNet(nn.Module):
                 mlp_ratio=mlp_ratio,
                 ls_init_value=ls_init_value,
                 proj_drop=proj_drop_rate,
-                fast_path=fast_path,
+                dcn_backend=dcn_backend,
                 **dd,
             ))
             self.feature_info.append(dict(num_chs=dim, reduction=reduction, module=f'stages.{i}'))
@@ -263,12 +259,13 @@ class UniConvNet(nn.Module):
             s.grad_checkpointing = enable
 
     @torch.jit.ignore
-    def set_fast_path(self, enable: bool = True) -> None:
-        """Switch every block between the channels-last fast path and the official NCHW layout."""
-        self.fast_path = enable
-        for module in self.modules():
-            if isinstance(module, UniConvNetBlock):
-                module.fast_path = enable
+    def set_dcn_backend(self, backend: Optional[str]) -> 'UniConvNet':
+        """Sampling backend of every DCNv3 layer: ``'auto'``, ``'torch'`` (the reference core, plain ATen ops),
+        ``'cpu'`` or ``'triton'`` (see :mod:`uniconvnet.ops.dcnv3`); None: the user's default. Returns the model.
+
+        For a block of code only: ``with uniconvnet.layers.dcn_backend(model, 'torch'): ...``.
+        """
+        return set_dcn_backend(self, backend)
 
     @torch.jit.ignore
     def fuse(self) -> 'UniConvNet':
@@ -312,8 +309,7 @@ class UniConvNet(nn.Module):
         if output_fmt != 'NCHW':
             raise ValueError(f"UniConvNet intermediates are NCHW only, got output_fmt={output_fmt!r}")
         check_input_channels(x, self.in_chans)
-        if self.fast_path:
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
         intermediates = []
         take_indices, max_index = feature_take_indices(len(self.stages), indices)
         x = self.stem(x)
@@ -348,8 +344,7 @@ class UniConvNet(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Stem and stages; returns the last stage's NCHW map (before pooling)."""
         check_input_channels(x, self.in_chans)
-        if self.fast_path:
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
         x = self.stem(x)
         return self.stages(x)
 
