@@ -5,14 +5,17 @@ Backends (``BACKENDS``):
     reference the official-parity tests check; what TorchScript, FX and ONNX export see.
   * ``cpu``: the gather core for CPU tensors (:mod:`.dcnv3_cpu`), two ``torch.library`` custom ops (forward,
     backward); faster than ``torch`` on CPUs and equal to it up to float rounding.
+  * ``numba``: numba kernels for CPU tensors (:mod:`.dcnv3_numba`, optional extra ``numba``), two
+    ``torch.library`` custom ops compiled on first use; several times faster than ``cpu``. Where numba is
+    missing, ``auto`` uses ``cpu``.
   * ``triton``: the Triton kernels as the ``uniconvnet::dcnv3_sample`` custom op (:mod:`.dcnv3_triton`),
     for CUDA tensors; ``torch.compile`` and ``torch.export`` keep it as one node.
 
 Choice, first that applies: the ``backend`` argument, the ``UNICONVNET_DCN_BACKEND`` environment variable
-(``auto``, ``torch``, ``cpu`` or ``triton``), ``auto``. ``auto`` picks by device (``AUTO_BACKEND_BY_DEVICE``:
-``cpu`` for CPU tensors, ``triton`` for CUDA ones, else ``torch``); during ONNX export it always picks ``torch``
-(plain operators). A backend asked for by name that cannot run raises; one chosen by ``auto`` or the
-environment variable falls back to ``torch`` and says so in one log line, once per reason.
+(``auto``, ``torch``, ``cpu``, ``numba`` or ``triton``), ``auto``. ``auto`` picks by device
+(``AUTO_BACKEND_BY_DEVICE``: ``numba`` for CPU tensors, or ``cpu`` where numba is missing (``AUTO_FALLBACK``);
+``triton`` for CUDA ones; else ``torch``); during ONNX export it always picks ``torch`` (plain operators). A
+backend asked for by name that cannot run raises; one chosen by ``auto`` or the environment variable falls back to ``torch`` and says so in one log line, once per reason.
 """
 import logging
 import os
@@ -22,6 +25,7 @@ import torch
 from timm.layers import register_notrace_function
 
 from .dcnv3_cpu import dcnv3_cpu
+from .dcnv3_numba import dcnv3_numba, numba_unavailable_reason
 from .dcnv3_torch import dcnv3_output_size, dcnv3_torch
 from .dcnv3_triton import dcnv3_triton, triton_unavailable_reason
 
@@ -45,10 +49,13 @@ def _cpu_unavailable_reason(input: torch.Tensor) -> Optional[str]:
 BACKENDS: Dict[str, Tuple[Callable[..., torch.Tensor], Callable[[torch.Tensor], Optional[str]]]] = {
     'torch': (dcnv3_torch, _always_runs),
     'cpu': (dcnv3_cpu, _cpu_unavailable_reason),
+    'numba': (dcnv3_numba, numba_unavailable_reason),
     'triton': (dcnv3_triton, triton_unavailable_reason),
 }
 # what 'auto' prefers on each device type; every other device type uses 'torch'
-AUTO_BACKEND_BY_DEVICE: Dict[str, str] = {'cuda': 'triton', 'cpu': 'cpu'}
+AUTO_BACKEND_BY_DEVICE: Dict[str, str] = {'cuda': 'triton', 'cpu': 'numba'}
+# where auto's choice cannot run, what it tries next before 'torch' (the numba extra is optional)
+AUTO_FALLBACK: Dict[str, str] = {'numba': 'cpu'}
 
 _reported_fallbacks: Set[Tuple[str, str]] = set()
 
@@ -68,6 +75,8 @@ def select_backend(input: torch.Tensor, backend: Optional[str] = None) -> str:
     reason = BACKENDS[name][1](input)
     if reason is None:
         return name
+    if requested == 'auto' and name in AUTO_FALLBACK and BACKENDS[AUTO_FALLBACK[name]][1](input) is None:
+        return AUTO_FALLBACK[name]  # quietly: a missing optional extra is not worth a warning
     if from_argument:
         raise ValueError(f'DCNv3 backend {name!r} cannot run here: {reason}. Use backend="torch" or "auto"')
     if (name, reason) not in _reported_fallbacks:
@@ -101,7 +110,7 @@ def dcnv3(
         kernel_size, stride, padding, dilation: as for a convolution, ``(h, w)``.
         group: number of groups sharing offsets; ``C`` must be divisible by it.
         offset_scale: scale applied to the kernel grid and the offsets.
-        backend: ``'auto'``, ``'torch'`` or ``'triton'``; None reads ``UNICONVNET_DCN_BACKEND`` (default auto).
+        backend: ``'auto'`` or a name in ``BACKENDS``; None reads ``UNICONVNET_DCN_BACKEND`` (default auto).
 
     Returns:
         ``(N, H_out, W_out, C)``.
