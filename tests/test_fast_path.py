@@ -101,8 +101,13 @@ def _forward_and_grad(model, x):
     return logits.detach(), [f.detach() for f in features], x.grad
 
 
-def test_fast_path_matches_plain_path(official_a_model):
-    # official weights (random, every branch matters) on a small input: outputs and input gradients
+def test_fast_path_matches_plain_path(official_a_model, monkeypatch):
+    # official weights (random, every branch matters) on a small input: outputs and input gradients.
+    # The fast path runs the gather core here: with the reference core (or the numba kernels, equal to it to
+    # 9e-6) on the fast path's activations, the input gradient differs from the plain path's by 3.6e-3 at one
+    # pixel, where a sample sits on a pixel boundary (bilinear sampling is not differentiable there) and the
+    # last bits of the fast layers' offsets pick the other side. The cores are compared on equal inputs above.
+    monkeypatch.setenv('UNICONVNET_DCN_BACKEND', 'cpu')
     x = torch.randn(2, 3, 64, 80)
     fast = _forward_and_grad(official_a_model, x)
     official_a_model.set_fast_path(False)
