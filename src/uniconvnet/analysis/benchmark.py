@@ -24,6 +24,9 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 import torch
 import torch.nn as nn
 
+from ..io import atomic_write
+from ..models import create_model
+
 __all__ = ['ModelSpec', 'run_benchmark', 'format_benchmark', 'profile_inference', 'format_profile']
 
 MODES = ('plain', 'fused', 'compile')
@@ -61,7 +64,6 @@ class ModelSpec:
         return reference_dcn_core() if self.plain else nullcontext()
 
     def build(self, train: bool = False) -> nn.Module:
-        from .. import create_model
         kwargs = {'fast_path': False} if self.plain else {}
         model = create_model(self.name, **kwargs)
         model.train(train)
@@ -93,7 +95,6 @@ def _interleaved(runners: Dict[str, Callable[[], None]], contexts: Dict[str, Any
 
 def _complexity(name: str, image_size: int) -> Dict[str, int]:
     """Parameters and MACs (DCN sampling separately) of the unmodified model ``name``."""
-    from .. import create_model
     from .complexity import measure_complexity
     try:
         model = create_model(name, device='meta').eval()
@@ -390,5 +391,4 @@ def format_profile(profile: Dict[str, Any]) -> str:
 
 def save_report(report: Dict[str, Any], path) -> Path:
     """Write a report as JSON, atomically."""
-    from ..checkpoints import _atomic_write
-    return _atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(report, indent=2)))
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(report, indent=2)))
