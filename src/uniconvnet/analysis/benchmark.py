@@ -24,6 +24,9 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 import torch
 import torch.nn as nn
 
+from ..io import atomic_write
+from ..models import create_model
+
 __all__ = ['ModelSpec', 'run_benchmark', 'format_benchmark', 'profile_inference', 'format_profile']
 
 MODES = ('plain', 'fused', 'compile')
@@ -56,7 +59,6 @@ class ModelSpec:
         return not (self.fused or self.compiled)
 
     def build(self, train: bool = False) -> nn.Module:
-        from .. import create_model
         model = create_model(self.name)
         if self.plain:
             if not hasattr(model, 'set_dcn_backend'):
@@ -89,7 +91,6 @@ def _interleaved(runners: Dict[str, Callable[[], None]], runs: int, warmup: int)
 
 def _complexity(name: str, image_size: int) -> Dict[str, int]:
     """Parameters and MACs (DCN sampling separately) of the unmodified model ``name``."""
-    from .. import create_model
     from .complexity import measure_complexity
     try:
         model = create_model(name, device='meta').eval()
@@ -384,5 +385,4 @@ def format_profile(profile: Dict[str, Any]) -> str:
 
 def save_report(report: Dict[str, Any], path) -> Path:
     """Write a report as JSON, atomically."""
-    from ..checkpoints import _atomic_write
-    return _atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(report, indent=2)))
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(report, indent=2)))
