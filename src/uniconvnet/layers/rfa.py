@@ -18,94 +18,16 @@ runs them together: one matrix product (block-diagonal weights) and one depthwis
 each per layer. In float32 this rounds differently from the official NCHW code, within the official-parity
 tolerance (``tests/test_parity.py``).
 """
-from typing import List, Optional, Sequence, Type
+from typing import List, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import register_notrace_function
 
+from .functional import block_diagonal, depthwise_channels_last, pointwise_channels_last, product_linear
 from .fusion import fold_input_affine_, fold_output_scale_, without_affine
 
 __all__ = ['LayerOperator', 'ReceptiveFieldAggregator', 'RFA', 'rfa_valid_widths']
-
-
-def pointwise_channels_last(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
-    """A 1x1 convolution's ``weight`` and ``bias`` applied to an NHWC tensor: a matrix product over channels."""
-    return F.linear(x, weight.flatten(1), bias)
-
-
-class _LargeDepthwiseConv(torch.autograd.Function):
-    """Depthwise convolution (stride 1, 'same' padding, odd kernel) with a faster backward for large kernels.
-
-    oneDNN computes the weight gradient of a large depthwise kernel at a few GMAC/s. Here it is one more
-    depthwise convolution: the padded input of every (image, channel) convolved with that plane's output
-    gradient as the kernel gives the k x k gradient of the plane's weights, summed over images. The input
-    gradient is the convolution of the output gradient with the flipped kernel.
-    """
-
-    @staticmethod
-    def forward(ctx, x, weight, bias):
-        ctx.save_for_backward(x, weight)
-        ctx.has_bias = bias is not None
-        return F.conv2d(x, weight, bias, padding=weight.shape[-1] // 2, groups=weight.shape[0])
-
-    @staticmethod
-    def backward(ctx, grad_out):
-        x, weight = ctx.saved_tensors
-        channels, kernel = weight.shape[0], weight.shape[-1]
-        pad = kernel // 2
-        grad_x = grad_weight = grad_bias = None
-        # under autocast the forward ran in a lower precision than the saved tensors: compute the gradients in the
-        # dtype of grad_out (as autocast's own conv backward does) and return each in its input's dtype
-        dtype = grad_out.dtype
-        if ctx.needs_input_grad[0]:
-            grad_x = F.conv2d(grad_out, weight.to(dtype).flip(-1, -2), padding=pad, groups=channels).to(x.dtype)
-        if ctx.needs_input_grad[1]:
-            n, _, height, width = x.shape
-            planes = x.to(dtype).reshape(1, n * channels, height, width)
-            kernels = grad_out.reshape(n * channels, 1, height, width)
-            grad_weight = F.conv2d(planes, kernels, padding=pad, groups=n * channels)
-            grad_weight = grad_weight.view(n, channels, kernel, kernel)
-            grad_weight = grad_weight.sum(0).unsqueeze(1).to(weight.dtype)
-        if ctx.has_bias and ctx.needs_input_grad[2]:
-            grad_bias = grad_out.sum((0, 2, 3)).to(weight.dtype)
-        return grad_x, grad_weight, grad_bias
-
-
-# torch >= 2.5 separates symbolic tracing from torch.export (is_fx_tracing is true for both, with a warning);
-# looked up once here, not on every convolution
-_is_fx_symbolic_tracing = getattr(torch.fx._symbolic_trace, 'is_fx_symbolic_tracing',
-                                  torch.fx._symbolic_trace.is_fx_tracing)
-
-
-@register_notrace_function  # FX keeps it one call: its branch on requires_grad is not traceable
-def large_depthwise_conv(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
-    """``F.conv2d(x, weight, bias, padding=k // 2, groups=C)`` for an odd k; with k >= 7 and gradients
-    enabled, through :class:`_LargeDepthwiseConv` (same forward, faster backward)."""
-    # FX: a tracer that does not know timm's notrace list (torchvision's feature extractor reaches this inside a
-    # module's forward) must not branch on proxies; the traced graph is the plain conv
-    if not torch.jit.is_scripting():  # TorchScript compiles only the plain conv
-        if not _is_fx_symbolic_tracing() and weight.shape[-1] >= 7 and torch.is_grad_enabled() \
-                and (x.requires_grad or weight.requires_grad):
-            return _LargeDepthwiseConv.apply(x, weight, bias)
-    return F.conv2d(x, weight, bias, padding=weight.shape[-1] // 2, groups=weight.shape[0])
-
-
-def depthwise_channels_last(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
-    """A 'same'-padded depthwise convolution of an NHWC tensor, through the NCHW view of its memory (no copies)."""
-    return large_depthwise_conv(x.permute(0, 3, 1, 2), weight, bias).permute(0, 2, 3, 1)
-
-
-def block_diagonal(blocks: List[torch.Tensor]) -> torch.Tensor:
-    """``torch.block_diag`` of square matrices, written with padding and concatenation, which ONNX export knows."""
-    total = sum(b.shape[1] for b in blocks)
-    rows: List[torch.Tensor] = []
-    start = 0
-    for b in blocks:
-        rows.append(F.pad(b, (start, total - start - b.shape[1])))
-        start += b.shape[1]
-    return torch.cat(rows)
 
 
 def rfa_valid_widths(dim: int, num_layers: int) -> List[int]:
@@ -131,7 +53,6 @@ class LayerOperator(nn.Module):
             part_chs: int,
             kernel_size: int,
             first: bool = False,
-            act_layer: Type[nn.Module] = nn.GELU,
             eps: float = 1e-6,
             device=None,
             dtype=None,
@@ -144,7 +65,6 @@ class LayerOperator(nn.Module):
         # the first layer reads a part of the RFA's own, already normalised input
         self.norm = nn.Identity() if first else nn.LayerNorm(in_chs, eps=eps, **dd)
         self.context_pw = nn.Conv2d(in_chs, in_chs, 1, **dd)
-        self.act = act_layer()
         self.context_dw = nn.Conv2d(in_chs, in_chs, kernel_size, padding=kernel_size // 2, groups=in_chs, **dd)
         self.amp_gate = nn.Conv2d(in_chs, in_chs, 1, **dd)
         self.amp_proj = nn.Conv2d(in_chs, in_chs, 1, **dd)
@@ -156,10 +76,10 @@ class LayerOperator(nn.Module):
     def forward(self, x: torch.Tensor, discriminated: torch.Tensor) -> torch.Tensor:
         """``x``: the running feature; ``discriminated``: ``disc_dw(disc_pw(part))`` of this layer's part."""
         x = self.norm(x)
-        context = self.act(pointwise_channels_last(x, self.context_pw.weight, self.context_pw.bias))
-        context = depthwise_channels_last(context, self.context_dw.weight, self.context_dw.bias)
+        context = pointwise_channels_last(x, self.context_pw.weight, self.context_pw.bias)
+        context = depthwise_channels_last(context, self.context_dw.weight, self.context_dw.bias, gelu_first=True)
         gate = pointwise_channels_last(x, self.amp_gate.weight, self.amp_gate.bias)
-        amplified = pointwise_channels_last(context * gate, self.amp_proj.weight, self.amp_proj.bias)
+        amplified = product_linear(context, gate, self.amp_proj.weight.flatten(1), self.amp_proj.bias)
         if self.first:
             discriminated = discriminated + context
         else:
@@ -189,7 +109,6 @@ class ReceptiveFieldAggregator(nn.Module):
     Args:
         dim: channels in and out; must be divisible by ``len(kernel_sizes) + 1``.
         kernel_sizes: one odd depthwise kernel size per layer operator; ``(7, 9, 11)`` is the paper's.
-        act_layer: activation inside the context branch.
         eps: LayerNorm epsilon.
     """
 
@@ -197,7 +116,6 @@ class ReceptiveFieldAggregator(nn.Module):
             self,
             dim: int,
             kernel_sizes: Sequence[int] = (7, 9, 11),
-            act_layer: Type[nn.Module] = nn.GELU,
             eps: float = 1e-6,
             device=None,
             dtype=None,
@@ -222,7 +140,7 @@ class ReceptiveFieldAggregator(nn.Module):
         self.part_chs = dim // num_parts
         self.norm = nn.LayerNorm(dim, eps=eps, **dd)
         self.layers = nn.ModuleList([
-            LayerOperator((i + 1) * self.part_chs, self.part_chs, k, first=i == 0, act_layer=act_layer, eps=eps, **dd)
+            LayerOperator((i + 1) * self.part_chs, self.part_chs, k, first=i == 0, eps=eps, **dd)
             for i, k in enumerate(kernel_sizes)
         ])
 

@@ -26,27 +26,42 @@ from timm.layers import (
     DropPath,
     LayerNorm2d,
     LayerScale,
-    LayerScale2d,
-    Mlp,
     NormMlpClassifierHead,
     get_device_dtype,
     register_notrace_function,
     trunc_normal_,
 )
 from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, named_apply, register_model
+from torch.utils.checkpoint import checkpoint
 from timm.models._features import feature_take_indices
 
-from ..layers import DCNv3, ReceptiveFieldAggregator, set_dcn_backend
+from ..layers import DCNv3, Mlp, ReceptiveFieldAggregator, set_dcn_backend
 from ..layers.fusion import fold_input_affine_, fold_output_scale_, without_affine
 
-__all__ = ['UniConvNet', 'UniConvNetBlock', 'UniConvNetStage', 'VARIANTS', 'checkpoint_filter_fn', 'infer_variant']
+__all__ = ['BRANCHES', 'UniConvNet', 'UniConvNetBlock', 'UniConvNetStage', 'VARIANTS', 'checkpoint_filter_fn',
+           'infer_variant']
+
+# The residual branches of a block, in order: what ``recompute`` names
+BRANCHES = ('rfa', 'dcn', 'mlp')
+
+
+def check_recompute(recompute: Sequence[str]) -> List[bool]:
+    """Per branch of :data:`BRANCHES`, whether it is recomputed in the backward pass; a ValueError for other names."""
+    if isinstance(recompute, str):
+        recompute = (recompute,)
+    unknown = [name for name in recompute if name not in BRANCHES]
+    if unknown:
+        raise ValueError(f'unknown branch(es) to recompute: {", ".join(map(repr, unknown))}; choose from '
+                         f'{", ".join(BRANCHES)} (e.g. recompute=("rfa",)), or () for none')
+    return [name in recompute for name in BRANCHES]
 
 
 class UniConvNetBlock(nn.Module):
     """RFA, then DCNv3, then MLP; each a residual branch with layer scale and drop path. NCHW in and out.
 
     The block computes channels-last (see the module docstring); its output is an NCHW view of channels-last
-    memory, which the next block reads without a copy.
+    memory, which the next block reads without a copy. Branches named in ``recompute`` (see :data:`BRANCHES`) keep
+    only their input for the backward pass and run again there: less memory for more time.
     """
 
     def __init__(
@@ -59,46 +74,62 @@ class UniConvNetBlock(nn.Module):
             drop_path: float = 0.0,
             proj_drop: float = 0.0,
             dcn_backend: Optional[str] = None,
+            recompute: Sequence[str] = (),
             device=None,
             dtype=None,
     ):
         dd = {'device': device, 'dtype': dtype}
         super().__init__()
+        self.recompute = check_recompute(recompute)
         if dcn_group_channels < 1 or dim % dcn_group_channels != 0:
             raise ValueError(f'UniConvNetBlock: dim={dim} is not divisible by the DCN group width '
                              f'dcn_group_channels={dcn_group_channels}; use a width that is a multiple of it')
         self.rfa = ReceptiveFieldAggregator(dim, kernel_sizes, **dd)
-        self.ls_rfa = LayerScale2d(dim, ls_init_value, **dd)
+        self.ls_rfa = LayerScale(dim, ls_init_value, **dd)
         self.norm_dcn = nn.LayerNorm(dim, eps=1e-6, **dd)
         self.dcn = DCNv3(dim, kernel_size=3, stride=1, pad=1, dilation=1, group=dim // dcn_group_channels,
                          backend=dcn_backend, **dd)
         self.ls_dcn = LayerScale(dim, ls_init_value, **dd)
         self.norm_mlp = nn.LayerNorm(dim, eps=1e-6, **dd)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=nn.GELU, drop=proj_drop, **dd)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=proj_drop, **dd)
         self.ls_mlp = LayerScale(dim, ls_init_value, **dd)
         self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # NHWC from here on; free when x is channels-last in memory (the previous block's output is)
         x = x.permute(0, 2, 3, 1).contiguous()
-        x = x + self.drop_path(self.ls_rfa(self.rfa(x.permute(0, 3, 1, 2)))).permute(0, 2, 3, 1)
-        x = x + self.drop_path(self.ls_dcn(self.dcn(self.norm_dcn(x))))
-        x = x + self.drop_path(self.ls_mlp(self.mlp(self.norm_mlp(x))))
+        x = x + self.drop_path(self._run_branch(0, x))  # RFA
+        x = x + self.drop_path(self._run_branch(1, x))  # DCNv3
+        x = x + self.drop_path(self._run_branch(2, x))  # MLP
         return x.permute(0, 3, 1, 2)
+
+    def _run_branch(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        if not torch.jit.is_scripting():  # TorchScript: no recomputation
+            if self.recompute[index] and torch.is_grad_enabled():
+                return checkpoint(self.branch, index, x, use_reentrant=False)
+        return self.branch(index, x)
+
+    def branch(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        """Branch ``BRANCHES[index]`` of the NHWC residual stream ``x``, its layer scale included."""
+        if index == 0:
+            return self.ls_rfa(self.rfa(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1))
+        # these two layer scales act through the projections' weights: nothing extra is kept for their gradients
+        if index == 1:
+            return self.dcn(self.norm_dcn(x), self.ls_dcn.gamma)
+        return self.mlp(self.norm_mlp(x), self.ls_mlp.gamma)
 
     def reparameterize(self) -> None:
         """Fold for inference, in place: layer scales into the projections before them, the MLP norm's affine
         parameters into the first MLP layer, and (inside the RFA) its norms' affine parameters into the 1x1
         convolutions after them. The DCN norm stays: it also feeds a zero-padded depthwise convolution, where a
         shift does not fold exactly. Call after loading weights; the state dict changes."""
-        if isinstance(self.ls_rfa, LayerScale2d) and self.rfa.fold_output_scale_(self.ls_rfa.gamma):
+        if isinstance(self.ls_rfa, LayerScale) and self.rfa.fold_output_scale_(self.ls_rfa.gamma):
             self.ls_rfa = nn.Identity()
-        if isinstance(self.ls_dcn, LayerScale):
-            fold_output_scale_(self.dcn.output_proj, self.ls_dcn.gamma)
-            self.ls_dcn = nn.Identity()
-        if isinstance(self.ls_mlp, LayerScale):
-            fold_output_scale_(self.mlp.fc2, self.ls_mlp.gamma)
-            self.ls_mlp = nn.Identity()
+        for layer_scale, projection in ((self.ls_dcn, self.dcn.output_proj), (self.ls_mlp, self.mlp.fc2)):
+            if layer_scale.gamma is not None:
+                fold_output_scale_(projection, layer_scale.gamma)
+                # the branch passes None on: no scale left to apply (the module stays for TorchScript's typing)
+                layer_scale.gamma = None
         if self.norm_mlp.weight is not None:
             fold_input_affine_(self.mlp.fc1, self.norm_mlp.weight, self.norm_mlp.bias)
             self.norm_mlp = without_affine(self.norm_mlp)
@@ -174,6 +205,8 @@ class UniConvNet(nn.Module):
         drop_path_rate: stochastic depth, rising linearly over the blocks to this value.
         dcn_backend: DCNv3 sampling backend of every block (see :meth:`set_dcn_backend`); None: the user's
             default (``UNICONVNET_DCN_BACKEND``, else ``'auto'``).
+        recompute: branches of every block (``'rfa'``, ``'dcn'``, ``'mlp'``) that keep only their input for the
+            backward pass and run again there (see :meth:`set_recompute`).
     """
 
     def __init__(
@@ -192,6 +225,7 @@ class UniConvNet(nn.Module):
             proj_drop_rate: float = 0.0,
             drop_path_rate: float = 0.0,
             dcn_backend: Optional[str] = None,
+            recompute: Sequence[str] = (),
             device=None,
             dtype=None,
     ):
@@ -231,6 +265,7 @@ class UniConvNet(nn.Module):
                 ls_init_value=ls_init_value,
                 proj_drop=proj_drop_rate,
                 dcn_backend=dcn_backend,
+                recompute=recompute,
                 **dd,
             ))
             self.feature_info.append(dict(num_chs=dim, reduction=reduction, module=f'stages.{i}'))
@@ -257,6 +292,20 @@ class UniConvNet(nn.Module):
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         for s in self.stages:
             s.grad_checkpointing = enable
+
+    @torch.jit.ignore
+    def set_recompute(self, branches: Sequence[str] = BRANCHES) -> 'UniConvNet':
+        """Selective recomputation: the named branches of every block (``'rfa'``, ``'dcn'``, ``'mlp'``; ``()`` for
+        none) keep only their input for the backward pass and run again there. Returns the model.
+
+        Finer than :meth:`set_grad_checkpointing` (whole stages): e.g. ``('rfa',)`` drops the RFA's many
+        small intermediates, the largest share of a block's activation memory, for one more RFA forward.
+        """
+        flags = check_recompute(branches)
+        for module in self.modules():
+            if isinstance(module, UniConvNetBlock):
+                module.recompute = list(flags)
+        return self
 
     @torch.jit.ignore
     def set_dcn_backend(self, backend: Optional[str]) -> 'UniConvNet':
