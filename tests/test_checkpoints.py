@@ -95,7 +95,8 @@ def test_local_weights_through_timm_name_the_problem(tmp_path):
     with pytest.raises(CheckpointError, match='truncated or not a PyTorch checkpoint'):
         timm.create_model('uniconvnet_a', pretrained=True,
                           pretrained_cfg_overlay=dict(file=str(tmp_path / 'garbage.pth')))
-    # safetensors work too (timm re-initialises a head whose class count differs from the cfg's), and the weights are not kept in the model's pretrained_cfg
+    # safetensors work too (timm re-initialises a head whose class count differs from the cfg's), and the
+    # weights are not kept in the model's pretrained_cfg
     source = timm.create_model('uniconvnet_a', num_classes=3, **TINY_A)
     save_safetensors(source.state_dict(), tmp_path / 'w.safetensors')
     model = timm.create_model('uniconvnet_a', num_classes=3, pretrained=True, **TINY_A,
