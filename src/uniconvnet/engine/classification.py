@@ -136,7 +136,7 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
                                   cfg.mixup_switch_prob, cfg.smoothing, tag=data_name)
         if cfg.amp == 'bf16' and ctx.device.type == 'cpu' and min(pre.input_size[1:]) < 32:
             log('warning: bf16 on CPU with inputs under 32x32 gives 1x1 feature maps, for which PyTorch\'s bf16 '
-                'convolution computes wrong weight gradients (README, known issues); use --amp fp16 or none')
+                'convolution computes wrong weight gradients (docs/training.md, known issues); use --amp fp16 or none')
         params = sum(p.numel() for p in model.parameters())
 
         def describe(trainer: Trainer) -> List[str]:
