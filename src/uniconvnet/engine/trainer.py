@@ -461,7 +461,7 @@ class Trainer:
                 self.export()
                 self._write_records()
         except KeyboardInterrupt:
-            raise TrainingInterrupted(epoch + 1, self.cfg.epochs, self.last_checkpoint,
+            raise TrainingInterrupted(min(epoch + 1, self.cfg.epochs), self.cfg.epochs, self.last_checkpoint,
                                       max(self.saved_epochs, self.start_epoch), self.output) from None
         self.ctx.barrier()
         if self.history:
