@@ -32,9 +32,10 @@ from timm.layers import (
     trunc_normal_,
 )
 from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, named_apply, register_model
-from torch.utils.checkpoint import checkpoint
 from timm.models._features import feature_take_indices
+from torch.utils.checkpoint import checkpoint
 
+from ..io import load_checkpoint_file
 from ..layers import DCNv3, Mlp, ReceptiveFieldAggregator, set_dcn_backend
 from ..layers.fusion import fold_input_affine_, fold_output_scale_, without_affine
 
@@ -630,14 +631,65 @@ VARIANTS: Dict[str, Dict[str, Any]] = {
 }
 
 
+def _check_out_indices(variant: str, out_indices: Any, num_levels: int) -> None:
+    """timm indexes the feature levels with ``out_indices`` deep inside its wrappers; check them here instead."""
+    fix = (f'{variant} has {num_levels} feature levels (its stages): use indices 0..{num_levels - 1} '
+           f'(or -{num_levels}..-1 from the end), e.g. out_indices={tuple(range(num_levels))}')
+    is_int = lambda i: isinstance(i, int) and not isinstance(i, bool)  # noqa: E731
+    if is_int(out_indices):
+        if not 1 <= out_indices <= num_levels:
+            raise ValueError(f'out_indices={out_indices}: a number n selects the last n feature levels, so it must '
+                             f'be 1..{num_levels}; {fix}')
+        return
+    indices = list(out_indices) if isinstance(out_indices, (list, tuple)) else []
+    if not indices or not all(is_int(i) and -num_levels <= i < num_levels for i in indices):
+        raise ValueError(f'out_indices={out_indices!r} is not valid: {fix}')
+
+
+def _check_create_options(variant: str, kwargs: Dict[str, Any]) -> None:
+    """Options of ``timm.create_model`` that timm passes on unchecked, answered with what would work."""
+    if 'out_indices' in kwargs:
+        if not kwargs.get('features_only'):
+            raise ValueError(f'out_indices selects the feature maps of a feature extractor: create it with '
+                             f'features_only=True, out_indices={kwargs["out_indices"]!r} (or use '
+                             f'model.forward_intermediates(x, indices=...))')
+        _check_out_indices(variant, kwargs['out_indices'], len(kwargs.get('depths', VARIANTS[variant]['depths'])))
+    drop_path_rate = kwargs.get('drop_path_rate', 0.0)
+    if not 0.0 <= drop_path_rate < 1.0:
+        raise ValueError(f'drop_path_rate={drop_path_rate} must be in [0, 1): it is the probability of dropping the '
+                         f'last block (the paper uses 0.1-0.5 by model size)')
+    if kwargs.get('in_chans', 3) < 1:
+        raise ValueError(f'in_chans={kwargs["in_chans"]} must be at least 1 (3 for RGB, 1 for grey images)')
+    if kwargs.get('num_classes', 0) < 0:
+        raise ValueError(f'num_classes={kwargs["num_classes"]} must be at least 0 (0: no classifier, the pooled '
+                         f'features are returned)')
+
+
+def _read_local_weights(pretrained: bool, kwargs: Dict[str, Any]) -> None:
+    """``pretrained_cfg_overlay=dict(file=PATH)``: read PATH with our safe reader and hand timm the weights.
+
+    timm's own reader logs a missing file and raises an empty FileNotFoundError, and reports a corrupt file as a
+    pickle that needs globals; ours names the file and what is wrong with it, reads safetensors too, and never
+    unpickles code.
+    """
+    overlay = kwargs.get('pretrained_cfg_overlay') or {}
+    if pretrained and overlay.get('file') and overlay.get('state_dict') is None:
+        weights = load_checkpoint_file(overlay['file'])
+        kwargs['pretrained_cfg_overlay'] = dict(overlay, state_dict=weights)
+
+
 def _create_uniconvnet(variant: str, pretrained: bool = False, **kwargs: Any) -> UniConvNet:
+    _check_create_options(variant, kwargs)
+    _read_local_weights(pretrained, kwargs)
     model_args = dict(VARIANTS[variant], **kwargs)
-    return build_model_with_cfg(
+    model = build_model_with_cfg(
         UniConvNet, variant, pretrained,
         pretrained_filter_fn=checkpoint_filter_fn,
         feature_cfg=dict(out_indices=(0, 1, 2, 3), flatten_sequential=True),
         **model_args,
     )
+    model.pretrained_cfg.pop('state_dict', None)  # loaded: the config keeps the file's name, not its tensors
+    return model
 
 
 @register_model
