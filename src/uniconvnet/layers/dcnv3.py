@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from ..ops import dcnv3
 from ..ops.dcnv3 import check_backend_name
+from .functional import scale_rows
 
 __all__ = ['DCNv3', 'dcn_backend', 'set_dcn_backend']
 
@@ -98,11 +99,7 @@ class DCNv3(nn.Module):
             offset_scale=self.offset_scale,
             backend=self.backend,
         )
-        weight, bias = self.output_proj.weight, self.output_proj.bias
-        if output_scale is not None:
-            weight = weight * output_scale[:, None]
-            bias = bias * output_scale
-        return F.linear(out, weight, bias)
+        return F.linear(out, *scale_rows(self.output_proj.weight, self.output_proj.bias, output_scale))
 
     def extra_repr(self) -> str:
         backend = '' if self.backend is None else f', backend={self.backend!r}'

@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as F
 from timm.layers import register_notrace_function
 
-__all__ = ['block_diagonal', 'depthwise_channels_last', 'gelu_linear', 'pointwise_channels_last', 'product_linear']
+__all__ = ['block_diagonal', 'depthwise_channels_last', 'gelu_linear', 'pointwise_channels_last', 'product_linear',
+           'scale_rows']
 
 # torch >= 2.5 separates symbolic tracing from torch.export (is_fx_tracing is true for both, with a warning);
 # looked up once here, not on every call
@@ -43,6 +44,17 @@ def _gelu_nchw_view(x: torch.Tensor) -> torch.Tensor:
     """GELU of an NCHW view of channels-last memory, computed on the NHWC view: GELU's vectorised and scalar code
     paths round differently, and the official-parity margin is small enough for that to matter."""
     return F.gelu(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+def scale_rows(weight: torch.Tensor, bias: Optional[torch.Tensor], scale: Optional[torch.Tensor]):
+    """``weight`` and ``bias`` of a layer whose output is multiplied by ``scale`` per channel (unchanged if None).
+
+    A layer scale taken into the weights keeps nothing output-sized for its gradient, and saves a pass.
+    """
+    if scale is None:
+        return weight, bias
+    weight = weight * scale.view(-1, *([1] * (weight.dim() - 1)))
+    return weight, (bias * scale if bias is not None else None)
 
 
 def pointwise_channels_last(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:

@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .functional import gelu_linear
+from .functional import gelu_linear, scale_rows
 
 __all__ = ['Mlp']
 
@@ -37,10 +37,7 @@ class Mlp(nn.Module):
         """``output_scale``: a per-channel scale of the output (the block's layer scale), applied to ``fc2``'s
         weights rather than to the output, so that the output need not be kept for its gradient."""
         hidden = self.fc1(x)
-        weight, bias = self.fc2.weight, self.fc2.bias
-        if output_scale is not None:
-            weight = weight * output_scale[:, None]
-            bias = bias * output_scale if bias is not None else None
+        weight, bias = scale_rows(self.fc2.weight, self.fc2.bias, output_scale)
         if self.training and self.drop1.p > 0:  # dropout between GELU and fc2: the plain ops
             return self.drop2(F.linear(self.drop1(F.gelu(hidden)), weight, bias))
         return self.drop2(gelu_linear(hidden, weight, bias))

@@ -18,13 +18,13 @@ runs them together: one matrix product (block-diagonal weights) and one depthwis
 each per layer. In float32 this rounds differently from the official NCHW code, within the official-parity
 tolerance (``tests/test_parity.py``).
 """
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .functional import block_diagonal, depthwise_channels_last, pointwise_channels_last, product_linear
+from .functional import block_diagonal, depthwise_channels_last, pointwise_channels_last, product_linear, scale_rows
 from .fusion import fold_input_affine_, fold_output_scale_, without_affine
 
 __all__ = ['LayerOperator', 'ReceptiveFieldAggregator', 'RFA', 'rfa_valid_widths']
@@ -62,6 +62,7 @@ class LayerOperator(nn.Module):
         if first and in_chs != part_chs:
             raise ValueError(f'the first layer operator takes one part: in_chs={in_chs} != part_chs={part_chs}')
         self.first = first
+        self.part_chs = part_chs
         # the first layer reads a part of the RFA's own, already normalised input
         self.norm = nn.Identity() if first else nn.LayerNorm(in_chs, eps=eps, **dd)
         self.context_pw = nn.Conv2d(in_chs, in_chs, 1, **dd)
@@ -73,18 +74,27 @@ class LayerOperator(nn.Module):
         # the first layer's context already has the width of one part
         self.context_proj = nn.Identity() if first else nn.Conv2d(in_chs, part_chs, 1, **dd)
 
-    def forward(self, x: torch.Tensor, discriminated: torch.Tensor) -> torch.Tensor:
-        """``x``: the running feature; ``discriminated``: ``disc_dw(disc_pw(part))`` of this layer's part."""
+    def forward(self, x: torch.Tensor, discriminated: torch.Tensor,
+                output_scale: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``x``: the running feature; ``discriminated``: ``disc_dw(disc_pw(part))`` of this layer's part.
+
+        ``output_scale``: a per-channel scale of the output, taken into the amplifier's and the context
+        projection's weights (``discriminated`` must come scaled); not for the first layer, which adds its
+        context unprojected.
+        """
         x = self.norm(x)
         context = pointwise_channels_last(x, self.context_pw.weight, self.context_pw.bias)
         context = depthwise_channels_last(context, self.context_dw.weight, self.context_dw.bias, gelu_first=True)
         gate = pointwise_channels_last(x, self.amp_gate.weight, self.amp_gate.bias)
-        amplified = product_linear(context, gate, self.amp_proj.weight.flatten(1), self.amp_proj.bias)
+        amp_weight, amp_bias = scale_rows(self.amp_proj.weight.flatten(1), self.amp_proj.bias,
+                                          None if output_scale is None else output_scale[self.part_chs:])
+        amplified = product_linear(context, gate, amp_weight, amp_bias)
         if self.first:
             discriminated = discriminated + context
         else:
-            discriminated = discriminated + pointwise_channels_last(
-                context, self.context_proj.weight, self.context_proj.bias)
+            proj_weight, proj_bias = scale_rows(self.context_proj.weight.flatten(1), self.context_proj.bias,
+                                                None if output_scale is None else output_scale[:self.part_chs])
+            discriminated = discriminated + F.linear(context, proj_weight, proj_bias)
         return torch.cat((discriminated, amplified), dim=-1)
 
     @torch.no_grad()
@@ -144,19 +154,28 @@ class ReceptiveFieldAggregator(nn.Module):
             for i, k in enumerate(kernel_sizes)
         ])
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, output_scale: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``output_scale``: a per-channel scale of the output (the block's layer scale). With two or more layer
+        operators it acts through the last one's weights, so that no output-sized tensor is kept for its
+        gradient; with one, whose output adds the context unprojected, it multiplies the output."""
         x = self.norm(x.permute(0, 2, 3, 1))
-        discriminated = self.discriminate(x[..., self.part_chs:])
+        through_weights = output_scale is not None and not self.layers[-1].first
+        last_scale = output_scale if through_weights else None
+        discriminated = self.discriminate(x[..., self.part_chs:], last_scale)
         y = x[..., :self.part_chs]
         for i, layer in enumerate(self.layers):
-            y = layer(y, discriminated[..., i * self.part_chs:(i + 1) * self.part_chs])
+            scale = last_scale if i == len(self.layers) - 1 else None
+            y = layer(y, discriminated[..., i * self.part_chs:(i + 1) * self.part_chs], scale)
+        if output_scale is not None and not through_weights:
+            y = y * output_scale
         return y.permute(0, 3, 1, 2)
 
-    def discriminate(self, parts: torch.Tensor) -> torch.Tensor:
+    def discriminate(self, parts: torch.Tensor, last_scale: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Every layer's ``disc_dw(disc_pw(part))`` at once, for ``parts`` = the normalised parts ``1..N`` (NHWC).
 
         The 1x1 convolutions act on disjoint parts: one matrix product with their weights on the diagonal (the
         zeros cost ``N``-fold MACs on this small piece, and save ``N - 1`` calls), then one depthwise convolution.
+        ``last_scale``: the RFA's output scale, whose first part scales the last layer's depthwise convolution.
         """
         pointwise_weights: List[torch.Tensor] = []
         pointwise_biases: List[torch.Tensor] = []
@@ -169,6 +188,9 @@ class ReceptiveFieldAggregator(nn.Module):
             pointwise_biases.append(pointwise_bias)
             depthwise_weights.append(layer.disc_dw.weight)
             depthwise_biases.append(depthwise_bias)
+        if last_scale is not None:
+            depthwise_weights[-1], depthwise_biases[-1] = scale_rows(
+                depthwise_weights[-1], depthwise_biases[-1], last_scale[:self.part_chs])
         y = F.linear(parts, block_diagonal(pointwise_weights), torch.cat(pointwise_biases))
         return depthwise_channels_last(y, torch.cat(depthwise_weights), torch.cat(depthwise_biases))
 

@@ -112,9 +112,9 @@ class UniConvNetBlock(nn.Module):
 
     def branch(self, index: int, x: torch.Tensor) -> torch.Tensor:
         """Branch ``BRANCHES[index]`` of the NHWC residual stream ``x``, its layer scale included."""
+        # the layer scales act through the projections' weights: nothing extra is kept for their gradients
         if index == 0:
-            return self.ls_rfa(self.rfa(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1))
-        # these two layer scales act through the projections' weights: nothing extra is kept for their gradients
+            return self.rfa(x.permute(0, 3, 1, 2), self.ls_rfa.gamma).permute(0, 2, 3, 1)
         if index == 1:
             return self.dcn(self.norm_dcn(x), self.ls_dcn.gamma)
         return self.mlp(self.norm_mlp(x), self.ls_mlp.gamma)
@@ -124,12 +124,12 @@ class UniConvNetBlock(nn.Module):
         parameters into the first MLP layer, and (inside the RFA) its norms' affine parameters into the 1x1
         convolutions after them. The DCN norm stays: it also feeds a zero-padded depthwise convolution, where a
         shift does not fold exactly. Call after loading weights; the state dict changes."""
-        if isinstance(self.ls_rfa, LayerScale) and self.rfa.fold_output_scale_(self.ls_rfa.gamma):
-            self.ls_rfa = nn.Identity()
+        # the branches pass gamma = None on: no scale left to apply (the modules stay for TorchScript's typing)
+        if self.ls_rfa.gamma is not None and self.rfa.fold_output_scale_(self.ls_rfa.gamma):
+            self.ls_rfa.gamma = None
         for layer_scale, projection in ((self.ls_dcn, self.dcn.output_proj), (self.ls_mlp, self.mlp.fc2)):
             if layer_scale.gamma is not None:
                 fold_output_scale_(projection, layer_scale.gamma)
-                # the branch passes None on: no scale left to apply (the module stays for TorchScript's typing)
                 layer_scale.gamma = None
         if self.norm_mlp.weight is not None:
             fold_input_affine_(self.mlp.fc1, self.norm_mlp.weight, self.norm_mlp.bias)
