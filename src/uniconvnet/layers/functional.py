@@ -12,7 +12,7 @@ Each takes the plain ops where no gradient is needed, under TorchScript, and und
 are the plain ops' to float rounding (``tests/test_layers.py``). Under autocast the backward computes in the dtype
 the forward's products ran in, as autocast's own backward does, and returns each gradient in its input's dtype.
 """
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -46,14 +46,15 @@ def _gelu_nchw_view(x: torch.Tensor) -> torch.Tensor:
     return F.gelu(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
 
-def scale_rows(weight: torch.Tensor, bias: Optional[torch.Tensor], scale: Optional[torch.Tensor]):
+def scale_rows(weight: torch.Tensor, bias: Optional[torch.Tensor],
+               scale: Optional[torch.Tensor]) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
     """``weight`` and ``bias`` of a layer whose output is multiplied by ``scale`` per channel (unchanged if None).
 
     A layer scale taken into the weights keeps nothing output-sized for its gradient, and saves a pass.
     """
     if scale is None:
         return weight, bias
-    weight = weight * scale.view(-1, *([1] * (weight.dim() - 1)))
+    weight = weight * scale.reshape([-1] + [1] * (weight.dim() - 1))
     return weight, (bias * scale if bias is not None else None)
 
 

@@ -189,8 +189,8 @@ class ReceptiveFieldAggregator(nn.Module):
             depthwise_weights.append(layer.disc_dw.weight)
             depthwise_biases.append(depthwise_bias)
         if last_scale is not None:
-            depthwise_weights[-1], depthwise_biases[-1] = scale_rows(
-                depthwise_weights[-1], depthwise_biases[-1], last_scale[:self.part_chs])
+            depthwise_weights[-1] = depthwise_weights[-1] * last_scale[:self.part_chs, None, None, None]
+            depthwise_biases[-1] = depthwise_biases[-1] * last_scale[:self.part_chs]
         y = F.linear(parts, block_diagonal(pointwise_weights), torch.cat(pointwise_biases))
         return depthwise_channels_last(y, torch.cat(depthwise_weights), torch.cat(depthwise_biases))
 

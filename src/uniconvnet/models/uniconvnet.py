@@ -25,7 +25,6 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import (
     DropPath,
     LayerNorm2d,
-    LayerScale,
     NormMlpClassifierHead,
     get_device_dtype,
     register_notrace_function,
@@ -55,6 +54,20 @@ def check_recompute(recompute: Sequence[str]) -> List[bool]:
         raise ValueError(f'unknown branch(es) to recompute: {", ".join(map(repr, unknown))}; choose from '
                          f'{", ".join(BRANCHES)} (e.g. recompute=("rfa",)), or () for none')
     return [name in recompute for name in BRANCHES]
+
+
+class LayerScale(nn.Module):
+    """A branch's per-channel layer scale ``gamma`` (state-dict key ``ls_*.gamma``, timm's layout).
+
+    The branches apply it through their projection weights (``scale_rows``) rather than by calling this module;
+    :meth:`UniConvNetBlock.reparameterize` folds it into those weights for good and sets it to None.
+    """
+
+    gamma: Optional[torch.Tensor]
+
+    def __init__(self, dim: int, init_value: float = 1e-6, device=None, dtype=None):
+        super().__init__()
+        self.gamma = nn.Parameter(torch.full((dim,), init_value, device=device, dtype=dtype))
 
 
 class UniConvNetBlock(nn.Module):
