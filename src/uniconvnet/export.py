@@ -1,13 +1,16 @@
-"""Export for deployment: ONNX with standard operators, TorchScript, and ``torch.export`` ExportedPrograms.
+"""Export for deployment: ONNX with standard operators, OpenVINO IR, TorchScript, and ``torch.export`` programs.
 
-All three use the reference DCNv3 core, made of standard operators only: in ONNX the sampling is one
-``GridSample`` (opset 16 and later) per DCN layer, so onnxruntime and other runtimes need no custom plugin. Batch
-and image size stay dynamic in ONNX and ExportedPrograms; TorchScript is shape-generic by construction.
+All of them use the reference DCNv3 core, made of standard operators only: in ONNX the sampling is one
+``GridSample`` (opset 16 and later) per DCN layer, so onnxruntime and other runtimes need no custom plugin.
+OpenVINO IR is converted from that ONNX graph by OpenVINO's own ONNX frontend (optional extra ``openvino``),
+kept in float32. Batch and image size stay dynamic in ONNX, OpenVINO IR and ExportedPrograms; TorchScript is
+shape-generic by construction.
 """
 import os
+import tempfile
 import warnings
 from pathlib import Path
-from typing import Optional, Tuple, Union
+from typing import Any, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -17,19 +20,54 @@ from .layers import dcn_backend
 
 __all__ = ['FORMATS', 'export_model', 'export_pretrained']
 
-FORMATS = ('onnx', 'torchscript', 'exported-program')
+FORMATS = ('onnx', 'openvino', 'torchscript', 'exported-program')
 PathLike = Union[str, os.PathLike]
 
 
 def _check_format(format: str) -> None:
     if format not in FORMATS:
         raise ValueError(f'unsupported export format {format!r}; use one of: {", ".join(FORMATS)}')
+    if format == 'openvino':
+        _import_openvino()
 
 
-def _check_out(out: PathLike) -> Path:
+def _import_openvino() -> Any:
+    try:
+        import openvino
+    except ImportError:
+        raise ImportError('OpenVINO export needs the openvino package: pip install "uniconvnet[openvino]" '
+                          '(or pip install openvino)') from None
+    return openvino
+
+
+def _check_out(out: PathLike, format: str) -> Path:
     out = Path(out)
     if not out.parent.is_dir():
         raise FileNotFoundError(f'output folder does not exist: {out.parent} (create it first)')
+    if format == 'openvino' and out.suffix != '.xml':
+        raise ValueError(f'OpenVINO IR is an .xml file with its weights in a .bin beside it: name the output '
+                         f'{out.stem}.xml, not {out.name}')
+    return out
+
+
+def _export_onnx(model: nn.Module, example: torch.Tensor, path: PathLike, opset: int) -> None:
+    torch.onnx.export(
+        model, (example,), str(path), dynamo=False, opset_version=opset,
+        input_names=['images'], output_names=['logits'],
+        dynamic_axes={'images': {0: 'batch', 2: 'height', 3: 'width'}, 'logits': {0: 'batch'}})
+
+
+def _export_openvino(model: nn.Module, example: torch.Tensor, out: Path, opset: int) -> Path:
+    """ONNX first, then OpenVINO's ONNX frontend; the .bin and then the .xml moved into place."""
+    ov = _import_openvino()
+    with tempfile.TemporaryDirectory(prefix=f'.{out.stem}.', dir=out.parent) as folder:
+        onnx_path, xml_path = Path(folder) / 'model.onnx', Path(folder) / 'model.xml'
+        _export_onnx(model, example, onnx_path, opset)
+        # float32 weights: save_model would halve them to float16 by default
+        ov.save_model(ov.convert_model(str(onnx_path)), str(xml_path), compress_to_fp16=False)
+        # OpenVINO reads the .bin named like the .xml: move the weights first, so the .xml never names a missing one
+        os.replace(xml_path.with_suffix('.bin'), out.with_suffix('.bin'))
+        os.replace(xml_path, out)
     return out
 
 
@@ -43,45 +81,47 @@ def export_model(
     """Export ``model`` (put in eval mode) to ``out``, atomically.
 
     Args:
-        format: ``'onnx'``, ``'torchscript'`` or ``'exported-program'`` (:data:`FORMATS`).
+        format: ``'onnx'``, ``'openvino'`` (an ``.xml`` path; the weights go to the ``.bin`` beside it),
+            ``'torchscript'`` or ``'exported-program'`` (:data:`FORMATS`).
         image_size: ``(H, W)`` of the example input used for tracing; the export accepts other sizes.
-        opset: ONNX opset (16 or later: GridSample).
+        opset: ONNX opset (16 or later: GridSample), also for the ONNX graph OpenVINO IR is converted from.
 
     Returns:
-        The path written. ONNX graphs take ``images`` (N, C, H, W) and return ``logits`` (or features).
+        The path written. ONNX and OpenVINO graphs take ``images`` (N, C, H, W) and return ``logits`` (or
+        features).
     """
     _check_format(format)
-    if format == 'onnx' and opset < 16:
+    if format in ('onnx', 'openvino') and opset < 16:
         raise ValueError(f'ONNX opset {opset} has no GridSample; use opset 16 or later')
-    out = _check_out(out)
+    out = _check_out(out, format)
     model.eval()
     in_chans = getattr(model, 'in_chans', 3)
     example = torch.randn(1, in_chans, *image_size)
+    with torch.no_grad(), dcn_backend(model, 'torch'), warnings.catch_warnings():
+        # the tracer notes that shape checks are constants, and the exporter that strided slices do not
+        # fold: both expected here. TorchScript's deprecation notice is for the user of the format.
+        warnings.filterwarnings('ignore', category=torch.jit.TracerWarning)
+        warnings.filterwarnings('ignore', message='Constant folding')
+        warnings.filterwarnings('ignore', message='`torch.jit.')
+        if format == 'openvino':
+            return _export_openvino(model, example, out, opset)
+        return _atomic_write(out, lambda tmp: _write(model, example, tmp, format, opset))
 
-    def write(tmp: str) -> None:
-        with torch.no_grad(), dcn_backend(model, 'torch'), warnings.catch_warnings():
-            # the tracer notes that shape checks are constants, and the exporter that strided slices do not
-            # fold: both expected here. TorchScript's deprecation notice is for the user of the format.
-            warnings.filterwarnings('ignore', category=torch.jit.TracerWarning)
-            warnings.filterwarnings('ignore', message='Constant folding')
-            warnings.filterwarnings('ignore', message='`torch.jit.')
-            if format == 'onnx':
-                torch.onnx.export(
-                    model, (example,), tmp, dynamo=False, opset_version=opset,
-                    input_names=['images'], output_names=['logits'],
-                    dynamic_axes={'images': {0: 'batch', 2: 'height', 3: 'width'}, 'logits': {0: 'batch'}})
-            elif format == 'torchscript':
-                torch.jit.save(torch.jit.script(model), tmp)
-            else:
-                batch = torch.export.Dim('batch', min=1, max=4096)
-                # from 33 pixels: at 32 the last stage is 1x1, a size that torch.export specialises on
-                height = torch.export.Dim('height', min=33, max=8192)
-                width = torch.export.Dim('width', min=33, max=8192)
-                program = torch.export.export(model, (torch.randn(2, in_chans, *image_size),),
-                                              dynamic_shapes=({0: batch, 2: height, 3: width},))
-                torch.export.save(program, tmp)
 
-    return _atomic_write(out, write)
+def _write(model: nn.Module, example: torch.Tensor, tmp: str, format: str, opset: int) -> None:
+    """One file of ``format`` at ``tmp`` (the caller renames it into place)."""
+    if format == 'onnx':
+        _export_onnx(model, example, tmp, opset)
+    elif format == 'torchscript':
+        torch.jit.save(torch.jit.script(model), tmp)
+    else:
+        batch = torch.export.Dim('batch', min=1, max=4096)
+        # from 33 pixels: at 32 the last stage is 1x1, a size that torch.export specialises on
+        height = torch.export.Dim('height', min=33, max=8192)
+        width = torch.export.Dim('width', min=33, max=8192)
+        program = torch.export.export(model, (example.repeat(2, 1, 1, 1),),
+                                      dynamic_shapes=({0: batch, 2: height, 3: width},))
+        torch.export.save(program, tmp)
 
 
 def export_pretrained(
@@ -102,7 +142,7 @@ def export_pretrained(
     """
     from . import create_model
     _check_format(format)
-    _check_out(out)
+    _check_out(out, format)
     kwargs = {}
     state_dict = None
     if checkpoint is not None:
