@@ -7,7 +7,7 @@ import timm
 import torch
 
 import uniconvnet  # noqa: F401  (registers the models)
-from uniconvnet.layers import DCNv3
+from uniconvnet.layers import DCNv3, dcn_backend
 
 
 @pytest.fixture(scope='module')
@@ -28,10 +28,10 @@ def model_and_input():
     return model, x
 
 
-def test_export_matches_eager_with_plain_ops(model_and_input, monkeypatch):
+def test_export_matches_eager_with_plain_ops(model_and_input):
     model, x = model_and_input
-    monkeypatch.setenv('UNICONVNET_DCN_BACKEND', 'torch')
-    program = torch.export.export(model, (x,))
+    with dcn_backend(model, 'torch'):
+        program = torch.export.export(model, (x,))
     targets = {str(node.target) for node in program.graph.nodes if node.op == 'call_function'}
     # on the CPU the graph holds only ATen ops: what ONNX export and other graph consumers need
     assert 'aten.grid_sampler.default' in targets

@@ -1,20 +1,67 @@
-"""The building blocks on their own: RFA, DCNv3 layer and sampling core, LayerNorm2d."""
+"""The building blocks on their own: RFA, DCNv3 layer and sampling core."""
 import pytest
 import torch
 import torch.nn.functional as F
 
-from uniconvnet.layers import RFA, DCNv3, LayerNorm2d, ReceptiveFieldAggregator
+from uniconvnet.layers import RFA, DCNv3, ReceptiveFieldAggregator
 from uniconvnet.ops import dcnv3, dcnv3_torch
 
 
-def test_layernorm2d_matches_layer_norm_over_channels():
-    x = torch.randn(2, 6, 5, 7)
-    ln = LayerNorm2d(6)
+def _layer_norm_nchw(x, norm):
+    """The official channels-first LayerNorm: mean, biased variance, divide by sqrt(var + eps), affine."""
+    mean = x.mean(1, keepdim=True)
+    var = (x - mean).pow(2).mean(1, keepdim=True)
+    x = (x - mean) / torch.sqrt(var + norm.eps)
+    return norm.weight[:, None, None] * x + norm.bias[:, None, None]
+
+
+def _conv(x, conv):
+    return F.conv2d(x, conv.weight, conv.bias, padding=conv.padding, groups=conv.groups)
+
+
+def reference_rfa(rfa, x):
+    """The RFA as the official ConvMod computes it: NCHW, one convolution per layer and path, no merging."""
+    parts = torch.split(_layer_norm_nchw(x, rfa.norm), rfa.part_chs, dim=1)
+    y = parts[0]
+    for i, layer in enumerate(rfa.layers):
+        if not layer.first:
+            y = _layer_norm_nchw(y, layer.norm)
+        context = _conv(F.gelu(_conv(y, layer.context_pw)), layer.context_dw)
+        amplified = _conv(context * _conv(y, layer.amp_gate), layer.amp_proj)
+        discriminated = _conv(_conv(parts[i + 1], layer.disc_pw), layer.disc_dw)
+        discriminated = discriminated + (context if layer.first else _conv(context, layer.context_proj))
+        y = torch.cat((discriminated, amplified), dim=1)
+    return y
+
+
+@pytest.mark.parametrize('kernel_sizes,dim', [((7, 9, 11), 24), ((3,), 8), ((5, 7), 15)])
+def test_rfa_merged_operations_equal_the_reference(kernel_sizes, dim):
+    # channels-last matrix products, F.layer_norm and the merged discriminator paths against the official
+    # op-by-op NCHW arithmetic: outputs and all gradients, in float64 so that only real differences show
+    torch.manual_seed(0)
+    rfa = ReceptiveFieldAggregator(dim, kernel_sizes).double()
     with torch.no_grad():
-        ln.weight.uniform_(0.5, 1.5)
-        ln.bias.normal_()
-    ref = F.layer_norm(x.permute(0, 2, 3, 1), (6,), ln.weight, ln.bias, 1e-6).permute(0, 3, 1, 2)
-    torch.testing.assert_close(ln(x), ref, rtol=1e-5, atol=1e-5)
+        for name, param in rfa.named_parameters():
+            param.add_(torch.randn_like(param) * 0.3)  # biases and norm affines away from their init
+    x = torch.randn(2, dim, 9, 11, dtype=torch.float64)
+    x_ref = x.clone().requires_grad_()
+    x = x.contiguous(memory_format=torch.channels_last).requires_grad_()
+    out, ref = rfa(x), reference_rfa(rfa, x_ref)
+    torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    grad_out = torch.randn_like(ref)
+    params = list(rfa.parameters())
+    grads = torch.autograd.grad(out, [x] + params, grad_out)
+    ref_grads = torch.autograd.grad(ref, [x_ref] + params, grad_out)
+    for (name, _), g, r in zip([('input', None)] + list(rfa.named_parameters()), grads, ref_grads):
+        torch.testing.assert_close(g, r, rtol=1e-9, atol=1e-9, msg=lambda m: f'{name}: {m}')
+
+
+def test_rfa_takes_any_memory_format():
+    rfa = RFA(24).eval()
+    x = torch.randn(2, 24, 7, 5)
+    with torch.no_grad():
+        torch.testing.assert_close(rfa(x), rfa(x.contiguous(memory_format=torch.channels_last)), rtol=0, atol=0)
 
 
 @pytest.mark.parametrize('kernel_sizes,dim', [((7, 9, 11), 24), ((3,), 8), ((3, 5), 12), ((5, 7, 9, 11, 13), 30)])
