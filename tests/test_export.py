@@ -1,4 +1,7 @@
-"""Export: ONNX checked against onnxruntime, TorchScript and ExportedProgram round trips, bad input."""
+"""Export: ONNX checked against onnxruntime, OpenVINO IR against eager, TorchScript and ExportedProgram round trips,
+bad input."""
+import sys
+
 import pytest
 import timm
 import torch
@@ -42,6 +45,23 @@ def test_onnx_matches_onnxruntime_on_two_sizes(tiny_model, tmp_path):
         assert (out - ref).abs().max().item() <= 1e-4
 
 
+def test_openvino_matches_eager_on_two_sizes(tiny_model, tmp_path):
+    ov = pytest.importorskip('openvino')
+    path = export_model(tiny_model, tmp_path / 'tiny.xml', 'openvino', (64, 64))
+    assert path.with_suffix('.bin').is_file()
+    model = ov.Core().read_model(str(path))
+    constants = [op for op in model.get_ops() if op.get_type_name() == 'Constant']
+    assert constants and not any(op.get_element_type() == ov.Type.f16 for op in constants), 'float32 weights'
+    compiled = ov.Core().compile_model(model, 'CPU', {'INFERENCE_PRECISION_HINT': 'f32'})
+    for shape in [(1, 3, 64, 64), (2, 3, 80, 96)]:  # dynamic batch and image size
+        x = torch.randn(*shape)
+        with torch.no_grad():
+            ref = tiny_model(x)
+        out = torch.from_numpy(compiled({'images': x.numpy()})[0])
+        assert out.shape == ref.shape
+        assert (out - ref).abs().max().item() <= 1e-4
+
+
 def test_exported_program_round_trip(tiny_model, tmp_path):
     # (TorchScript: see test_export_command_loads_checkpoint)
     x = torch.randn(3, 3, 72, 64)  # neither the batch nor the size of the export
@@ -70,6 +90,18 @@ def test_export_bad_input(capsys, tmp_path):
     assert 'does not fit' in err and 'shape mismatches' in err
     with pytest.raises(ValueError, match='opset 15 has no GridSample'):
         export_model(timm.create_model('uniconvnet_a', **TINY), out, 'onnx', opset=15)
+
+
+def test_openvino_export_bad_input(capsys, tmp_path, monkeypatch):
+    pytest.importorskip('openvino')
+    err = _cli_error(capsys, 'export', '--model', 'uniconvnet_a', '--format', 'openvino', '--out',
+                     str(tmp_path / 'a.onnx'))
+    assert 'OpenVINO IR is an .xml file' in err and 'a.xml' in err
+    monkeypatch.setitem(sys.modules, 'openvino', None)  # as if it were not installed
+    err = _cli_error(capsys, 'export', '--model', 'uniconvnet_a', '--format', 'openvino', '--out',
+                     str(tmp_path / 'a.xml'))
+    assert err.endswith('OpenVINO export needs the openvino package: pip install "uniconvnet[openvino]" '
+                        '(or pip install openvino)')
 
 
 def test_export_command_loads_checkpoint(tmp_path):
