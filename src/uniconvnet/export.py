@@ -12,6 +12,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Optional, Tuple, Union
 
+import numpy as np
 import torch
 import torch.nn as nn
 
@@ -51,10 +52,76 @@ def _check_out(out: PathLike, format: str) -> Path:
 
 
 def _export_onnx(model: nn.Module, example: torch.Tensor, path: PathLike, opset: int) -> None:
+    import onnx  # torch.onnx.export needs it too
     torch.onnx.export(
         model, (example,), str(path), dynamo=False, opset_version=opset,
         input_names=['images'], output_names=['logits'],
         dynamic_axes={'images': {0: 'batch', 2: 'height', 3: 'width'}, 'logits': {0: 'batch'}})
+    graph = onnx.load(str(path))
+    if pad_depthwise_channels(graph):
+        onnx.save(graph, str(path))
+
+
+def pad_depthwise_channels(model: Any, multiple: int = 4) -> int:
+    """Give every depthwise ``Conv`` of an ONNX model a channel count that is a multiple of ``multiple``.
+
+    onnxruntime runs a depthwise convolution in its blocked (NCHWc) layout only when the channel count is a
+    multiple of 4, and otherwise falls back to a generic path that is several times slower for large kernels
+    (UniConvNet-A's 11x11 convolution on 18 channels at 56x56, batch 8: 57 ms, against 9 ms on 20 channels).
+    UniConvNet-A's first stage has such convolutions (6 and 18 channels). Each becomes ``Pad`` (zero channels
+    appended) -> ``Conv`` with zero-padded weights -> ``Slice`` back to the original channels: the same
+    per-channel convolutions, the extra channels computing zeros. Only convolutions whose weights are
+    initializers are changed. Returns how many were.
+    """
+    import onnx
+    from onnx import helper, numpy_helper
+    initializers = {init.name: init for init in model.graph.initializer}
+    nodes = []
+    replaced = set()  # names of the weights and biases the padded ones replace
+    changed = 0
+    for node in model.graph.node:
+        weight = initializers.get(node.input[1]) if node.op_type == 'Conv' and len(node.input) > 1 else None
+        group = next((a.i for a in node.attribute if a.name == 'group'), 1)
+        if weight is None or weight.dims[0] != group or weight.dims[1] != 1 or group % multiple == 0:
+            nodes.append(node)
+            continue
+        channels, padded = group, -(-group // multiple) * multiple
+        prefix = f'{node.name or node.output[0]}_padded'
+        pad_rows = [(0, padded - channels)] + [(0, 0)] * (len(weight.dims) - 1)
+        new_weight = numpy_helper.from_array(np.pad(numpy_helper.to_array(weight), pad_rows), f'{prefix}_weight')
+        inputs = [f'{prefix}_input', new_weight.name]
+        model.graph.initializer.append(new_weight)
+        replaced.update(node.input[1:])
+        if len(node.input) > 2 and node.input[2] in initializers:
+            bias = np.pad(numpy_helper.to_array(initializers[node.input[2]]), (0, padded - channels))
+            model.graph.initializer.append(numpy_helper.from_array(bias, f'{prefix}_bias'))
+            inputs.append(f'{prefix}_bias')
+        # pads: begin then end of every axis of the (N, C, H, W) input; only C's end grows
+        pads = np.zeros(2 * len(weight.dims), dtype=np.int64)
+        pads[len(weight.dims) + 1] = padded - channels
+        model.graph.initializer.extend([
+            numpy_helper.from_array(pads, f'{prefix}_pads'),
+            numpy_helper.from_array(np.array([0], dtype=np.int64), f'{prefix}_start'),
+            numpy_helper.from_array(np.array([channels], dtype=np.int64), f'{prefix}_end'),
+            numpy_helper.from_array(np.array([1], dtype=np.int64), f'{prefix}_axis'),
+        ])
+        conv = helper.make_node('Conv', inputs, [f'{prefix}_output'], name=f'{prefix}_conv')
+        conv.attribute.extend(a for a in node.attribute if a.name != 'group')
+        conv.attribute.append(helper.make_attribute('group', padded))
+        nodes += [helper.make_node('Pad', [node.input[0], f'{prefix}_pads'], [f'{prefix}_input'], name=f'{prefix}_pad'),
+                  conv,
+                  helper.make_node('Slice', [f'{prefix}_output', f'{prefix}_start', f'{prefix}_end', f'{prefix}_axis'],
+                                   [node.output[0]], name=f'{prefix}_slice')]
+        changed += 1
+    if changed:
+        del model.graph.node[:]
+        model.graph.node.extend(nodes)
+        used = {name for node in nodes for name in node.input}
+        kept = [init for init in model.graph.initializer if init.name in used or init.name not in replaced]
+        del model.graph.initializer[:]
+        model.graph.initializer.extend(kept)
+        onnx.checker.check_model(model)
+    return changed
 
 
 def _export_openvino(model: nn.Module, example: torch.Tensor, out: Path, opset: int) -> Path:
