@@ -1,10 +1,10 @@
 """Export for deployment: ONNX with standard operators, OpenVINO IR, TorchScript, and ``torch.export`` programs.
 
-All of them use the reference DCNv3 core, made of standard operators only: in ONNX the sampling is one
-``GridSample`` (opset 16 and later) per DCN layer, so onnxruntime and other runtimes need no custom plugin.
-OpenVINO IR is converted from that ONNX graph by OpenVINO's own ONNX frontend (optional extra ``openvino``),
-kept in float32. Batch and image size stay dynamic in ONNX, OpenVINO IR and ExportedPrograms; TorchScript is
-shape-generic by construction.
+All of them run the DCNv3 sampling as standard operators only: in ONNX one ``GridSample`` (opset 16 and later)
+per DCN layer, so onnxruntime and other runtimes need no custom plugin. OpenVINO IR is converted by OpenVINO's
+own ONNX frontend (optional extra ``openvino``) from an ONNX graph whose sampling arithmetic is arranged for
+OpenVINO (the ``export`` DCN backend, :mod:`uniconvnet.ops.dcnv3_export`), and kept in float32. Batch and
+image size stay dynamic in ONNX, OpenVINO IR and ExportedPrograms; TorchScript is shape-generic by construction.
 """
 import os
 import tempfile
@@ -164,7 +164,9 @@ def export_model(
     model.eval()
     in_chans = getattr(model, 'in_chans', 3)
     example = torch.randn(1, in_chans, *image_size)
-    with torch.no_grad(), dcn_backend(model, 'torch'), warnings.catch_warnings():
+    # the DCN sampling as plain operators; for OpenVINO in the arrangement its CPU plugin runs fastest
+    backend = 'export' if format == 'openvino' else 'torch'
+    with torch.no_grad(), dcn_backend(model, backend), warnings.catch_warnings():
         # the tracer notes that shape checks are constants, and the exporter that strided slices do not
         # fold: both expected here. TorchScript's deprecation notice is for the user of the format.
         warnings.filterwarnings('ignore', category=torch.jit.TracerWarning)

@@ -2,9 +2,9 @@
 
 Every timing is taken in one process with the models interleaved (one run of each model in turn, repeated), so
 that a machine shared with other work slows all of them alike; ratios against the reference model, absolute and
-per multiply-accumulate, are what to compare. The deployment runtimes (onnxruntime, OpenVINO) run our ONNX
-export and are interleaved with the PyTorch models, so "vs eager" compares runs taken at the same moments. Peak
-training memory is measured per model in a fresh process.
+per multiply-accumulate, are what to compare. The deployment runtimes run our exports (onnxruntime the ONNX
+file, OpenVINO its IR) and are interleaved with the PyTorch models, so "vs eager" compares runs taken at the
+same moments. Peak training memory is measured per model in a fresh process.
 
 Model specs are timm names with optional modes after a colon, e.g. ``uniconvnet_t:fused``:
 
@@ -32,6 +32,7 @@ import torch.nn as nn
 
 from .. import create_model
 from ..checkpoints import _atomic_write
+from ..export import export_model
 from .complexity import measure_complexity
 
 __all__ = ['RUNTIMES', 'ModelSpec', 'format_benchmark', 'format_profile', 'measure_complexity_of', 'profile_inference',
@@ -39,7 +40,7 @@ __all__ = ['RUNTIMES', 'ModelSpec', 'format_benchmark', 'format_profile', 'measu
            'train_peak_memory_mb']
 
 MODES = ('plain', 'fused', 'compile')
-# deployment runtimes measured on our ONNX export (CPU only), and the report key of each one's latencies
+# deployment runtimes measured on our exports (CPU only); each one's latencies are reported as '<runtime>_ms'
 RUNTIMES = ('onnxruntime', 'openvino')
 Runner = Callable[[], Any]
 # a latency column: given the input images (on the CPU), one runner per model label
@@ -198,19 +199,21 @@ def _openvino_session(path: Path, threads: int) -> Callable[[Any], Any]:
     return lambda images: request.infer({0: images})
 
 
-_SESSIONS = {'onnxruntime': _onnxruntime_session, 'openvino': _openvino_session}
+# runtime -> (export format and file suffix of what it runs, how to open it)
+_SESSIONS = {'onnxruntime': ('onnx', '.onnx', _onnxruntime_session),
+             'openvino': ('openvino', '.xml', _openvino_session)}
 
 
 def runtime_columns(models: Mapping[str, nn.Module], runtimes: Sequence[str], image_size: int, threads: int,
                     folder: Path) -> Dict[str, Column]:
-    """One latency column per runtime (report key ``<runtime>_ms``), all on one ONNX export of each model."""
-    from ..export import export_model
+    """One latency column per runtime (report key ``<runtime>_ms``), each on our export of every model for it."""
     sessions: Dict[str, Dict[str, Callable[[Any], Any]]] = {runtime: {} for runtime in runtimes}
     for label, model in models.items():
-        path = export_model(model, folder / f'{re.sub(r"[^A-Za-z0-9_]", "_", label)}.onnx', 'onnx',
-                            (image_size, image_size))
         for runtime in runtimes:
-            sessions[runtime][label] = _SESSIONS[runtime](path, threads)
+            format, suffix, open_session = _SESSIONS[runtime]
+            path = export_model(model, folder / f'{re.sub(r"[^A-Za-z0-9_]", "_", label)}{suffix}', format,
+                                (image_size, image_size))
+            sessions[runtime][label] = open_session(path, threads)
 
     def column(runtime: str) -> Column:
         def runners(images: torch.Tensor) -> Dict[str, Runner]:
@@ -355,7 +358,7 @@ def run_benchmark(
     with tempfile.TemporaryDirectory() as folder:
         usable = _usable_runtimes(runtimes, device, log)
         if usable:
-            log(f'exporting to ONNX for {", ".join(usable)}')
+            log(f'exporting for {", ".join(usable)}')
             exportable = {s.label: inference[s.label] for s in specs if not s.compiled}
             columns.update(runtime_columns(exportable, usable, image_size, threads, Path(folder)))
         log(f'inference, batch {", ".join(map(str, batch_sizes))}: {", ".join(columns)}')

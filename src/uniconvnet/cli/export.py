@@ -9,7 +9,8 @@ def add_parser(sub) -> None:
                                    '(pip install "uniconvnet[openvino]").')
     p.add_argument('--model', required=True, help='model name, e.g. uniconvnet_t (any timm name works)')
     p.add_argument('--checkpoint', help='weights to load: an official .pth or our .safetensors')
-    p.add_argument('--format', default='onnx', help='onnx (default), openvino (--out NAME.xml, weights in NAME.bin), torchscript or '
+    p.add_argument('--format', default='onnx',
+                   help='onnx (default), openvino (--out NAME.xml, weights in NAME.bin), torchscript or '
                         'exported-program')
     p.add_argument('--out', required=True, help='output file; its folder must exist')
     p.add_argument('--size', type=int, default=None, help='example image size (default: the model\'s own)')
