@@ -120,3 +120,44 @@ def test_atomic_save_keeps_old_file_on_failure(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ['ckpt.pt']
     with pytest.raises(FileNotFoundError, match='output folder does not exist'):
         atomic_save({}, tmp_path / 'missing' / 'x.pt')
+
+
+TINY_A = dict(depths=(1, 1, 1, 1), dims=(16, 32, 64, 128))
+
+
+def test_load_weights_any_model_file_or_dict(tmp_path):
+    # a timm model that is not a UniConvNet, saved as a trainer would ('model' key, DDP 'module.' prefixes)
+    source = timm.create_model('resnet10t', num_classes=3)
+    path = tmp_path / 'r.pth'
+    torch.save({'model': {f'module.{k}': v for k, v in source.state_dict().items()}, 'epoch': 4}, path)
+    target = load_weights(timm.create_model('resnet10t', num_classes=3), path)
+    for k, v in source.state_dict().items():
+        assert torch.equal(target.state_dict()[k], v), k
+    # the head check is the same for every model: it names both class counts and the fix
+    with pytest.raises(CheckpointError, match=r'r\.pth has a 3-class head but the model has 7 classes; create '
+                                              r'the model with num_classes=3'):
+        load_weights(timm.create_model('resnet10t', num_classes=7), path)
+    # another architecture: one line naming the checkpoint, the model and the first misfit
+    with pytest.raises(CheckpointError, match=r'^from disk does not fit resnet14t: Missing key\(s\)'):
+        load_weights(timm.create_model('resnet14t', num_classes=3), source.state_dict(), source='from disk')
+
+
+def test_load_weights_reset_head_and_input_channels(tmp_path):
+    source = timm.create_model('uniconvnet_a', num_classes=4, **TINY_A)
+    notes = []
+    model = timm.create_model('uniconvnet_a', num_classes=2, in_chans=1, **TINY_A)
+    load_weights(model, source.state_dict(), reset_head=True, source='ft.pth', log=notes.append)
+    assert notes == ['ft.pth has a 4-class head and the model has 2 classes: the head is re-initialised']
+    # the body is the checkpoint's, the single input channel is the sum over RGB (timm's adapt_input_conv)
+    torch.testing.assert_close(model.stages[3].blocks[0].ls_mlp.gamma, source.stages[3].blocks[0].ls_mlp.gamma)
+    torch.testing.assert_close(model.stem[0].weight[:, 0], source.stem[0].weight.sum(1))
+    assert model.head.fc.weight.shape == (2, 128)
+
+
+def test_is_uniconvnet_by_name_and_by_model():
+    from uniconvnet import is_uniconvnet
+    assert is_uniconvnet('uniconvnet_t') and is_uniconvnet('uniconvnet_t.in1k')
+    assert not is_uniconvnet('resnet18') and not is_uniconvnet('uniconvnet_zz')
+    assert is_uniconvnet(timm.create_model('uniconvnet_a', device='meta'))
+    assert is_uniconvnet(timm.create_model('uniconvnet_a', features_only=True, device='meta'))
+    assert not is_uniconvnet(timm.create_model('resnet10t', device='meta'))

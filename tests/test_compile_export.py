@@ -40,14 +40,18 @@ def test_export_matches_eager_with_plain_ops(model_and_input):
         torch.testing.assert_close(program.module()(x), model(x))
 
 
-def test_export_keeps_the_cpu_gather_core_as_one_op(model_and_input):
+@pytest.mark.parametrize('backend,op', [('cpu', 'dcnv3_cpu_forward'), ('numba', 'dcnv3_numba_forward')])
+def test_export_keeps_the_cpu_core_as_one_op(model_and_input, backend, op):
+    if backend == 'numba':
+        pytest.importorskip('numba')
     model, x = model_and_input
-    program = torch.export.export(model, (x,))
-    targets = {str(node.target) for node in program.graph.nodes if node.op == 'call_function'}
-    assert 'uniconvnet.dcnv3_cpu_forward.default' in targets
-    assert 'aten.grid_sampler.default' not in targets
-    with torch.no_grad():
-        torch.testing.assert_close(program.module()(x), model(x))
+    with dcn_backend(model, backend):
+        program = torch.export.export(model, (x,))
+        targets = {str(node.target) for node in program.graph.nodes if node.op == 'call_function'}
+        assert f'uniconvnet.{op}.default' in targets
+        assert 'aten.grid_sampler.default' not in targets
+        with torch.no_grad():
+            torch.testing.assert_close(program.module()(x), model(x))
 
 
 def test_compile_matches_eager_in_one_graph(model_and_input):

@@ -15,7 +15,7 @@ import timm
 
 import uniconvnet  # noqa: F401  (registers the models)
 from uniconvnet.layers import DCNv3, dcn_backend, set_dcn_backend
-from uniconvnet.ops import BACKEND_ENV_VAR, dcnv3, dcnv3_cpu, dcnv3_torch, select_backend
+from uniconvnet.ops import BACKEND_ENV_VAR, BACKENDS, dcnv3, dcnv3_cpu, dcnv3_numba, dcnv3_torch, select_backend
 
 # the package attribute 'dcnv3' is the function; the module holds the dispatch state
 dcnv3_module = importlib.import_module('uniconvnet.ops.dcnv3')
@@ -43,10 +43,12 @@ def _fake_cuda_problem():
     return mode, x, offset, mask
 
 
-def test_auto_uses_the_gather_core_on_cpu():
-    assert select_backend(torch.zeros(1)) == 'cpu'
-    assert select_backend(torch.zeros(1), 'auto') == 'cpu'
+def test_auto_uses_the_numba_kernels_on_cpu():
+    pytest.importorskip('numba')
+    assert select_backend(torch.zeros(1)) == 'numba'
+    assert select_backend(torch.zeros(1), 'auto') == 'numba'
     assert select_backend(torch.zeros(1), 'torch') == 'torch'
+    assert select_backend(torch.zeros(1, dtype=torch.int32)) == 'cpu'  # not a numba dtype: the gather core
 
 
 def test_auto_uses_triton_for_cuda_tensors():
@@ -91,7 +93,7 @@ def test_environment_variable_is_the_default_and_never_written():
 
 
 def test_unknown_backend_names_its_source(monkeypatch):
-    with pytest.raises(ValueError, match=r"unknown DCNv3 backend 'cuda' in the backend argument.*auto, torch, cpu, triton"):
+    with pytest.raises(ValueError, match=r"unknown DCNv3 backend 'cuda' in the backend argument.*auto, torch, cpu, numba, triton"):
         select_backend(torch.zeros(1), 'cuda')
     with pytest.raises(ValueError, match=r"unknown DCNv3 backend 'gpu'.*choose one of: auto, torch"):
         DCNv3(16, group=2, backend='gpu')
@@ -165,9 +167,12 @@ def test_torch_backend_is_the_core_bit_for_bit():
     x, offset, mask = torch.randn(2, 5, 7, 12), torch.randn(2, 5, 7, 54), torch.randn(2, 5, 7, 27)
     ref = dcnv3_torch(x, offset, mask, (3, 3), (1, 1), (1, 1), (1, 1), 3, 1.0)
     assert torch.equal(dcnv3(x, offset, mask, group=3, backend='torch'), ref)
-    # auto on the CPU is the gather core: the same samples, summed in another order
+    # auto on the CPU is the numba kernels (the gather core without numba): the same samples, summed in
+    # another order
     auto = dcnv3(x, offset, mask, group=3)
-    assert torch.equal(auto, dcnv3_cpu(x, offset, mask, (3, 3), (1, 1), (1, 1), (1, 1), 3, 1.0))
+    core = BACKENDS[select_backend(x)][0]
+    assert core in (dcnv3_numba, dcnv3_cpu)
+    assert torch.equal(auto, core(x, offset, mask, (3, 3), (1, 1), (1, 1), (1, 1), 3, 1.0))
     torch.testing.assert_close(auto, ref, rtol=0, atol=1e-5)
 
 

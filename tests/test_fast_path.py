@@ -9,6 +9,7 @@ from uniconvnet.layers import DCNv3, dcn_backend
 from uniconvnet.models import UniConvNetBlock, checkpoint_filter_fn
 from uniconvnet.ops import dcnv3, dcnv3_output_size, dcnv3_torch
 from uniconvnet.ops.dcnv3_cpu import _unnormalize, dcnv3_cpu
+from uniconvnet.ops.dcnv3_numba import dcnv3_numba, numba_unavailable_reason
 
 # (n, h, w, group, group_channels, kernel, stride, pad, dilation, offset_scale, offset spread in pixels)
 CORE_CASES = [

@@ -112,7 +112,7 @@ def test_finetune_reinitialises_head_then_resume_checks_class_count(official_a, 
     assert cli_main(['train', *map(str, TINY), '--finetune', str(official), '--output', str(out)]) == 0
     log = capsys.readouterr().out
     assert log.count('the head is re-initialised') == 1
-    assert 'has a 1000-class head and this run has 10 classes' in log
+    assert 'has a 1000-class head and the model has 10 classes' in log
     # an existing run is never overwritten by accident
     err = fails(capsys, 'train', *TINY, '--output', out)
     assert 'already holds a training run' in err and '--resume auto' in err

@@ -16,10 +16,12 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .checkpoints import _atomic_write, _num_classes_of, load_checkpoint_file, load_weights
+from .checkpoints import load_weights, num_classes_of
+from .io import atomic_write, load_checkpoint_file
 from .layers import dcn_backend
+from .models import create_model, unwrap_state_dict
 
-__all__ = ['FORMATS', 'export_model', 'export_pretrained']
+__all__ = ['FORMATS', 'export_model', 'export_pretrained', 'pad_depthwise_channels']
 
 FORMATS = ('onnx', 'openvino', 'torchscript', 'exported-program')
 PathLike = Union[str, os.PathLike]
@@ -174,7 +176,7 @@ def export_model(
         warnings.filterwarnings('ignore', message='`torch.jit.')
         if format == 'openvino':
             return _export_openvino(model, example, out, opset)
-        return _atomic_write(out, lambda tmp: _write(model, example, tmp, format, opset))
+        return atomic_write(out, lambda tmp: _write(model, example, tmp, format, opset))
 
 
 def _write(model: nn.Module, example: torch.Tensor, tmp: str, format: str, opset: int) -> None:
@@ -209,20 +211,18 @@ def export_pretrained(
     Bad input fails before anything is built: unknown format, missing output folder, unknown model, a
     checkpoint that does not fit.
     """
-    from . import create_model
     _check_format(format)
     _check_out(out, format)
     kwargs = {}
     state_dict = None
     if checkpoint is not None:
-        state_dict = load_checkpoint_file(checkpoint)
-        from .models.uniconvnet import unwrap_state_dict
-        num_classes = _num_classes_of(unwrap_state_dict(state_dict)) if isinstance(state_dict, dict) else 0
+        state_dict = unwrap_state_dict(load_checkpoint_file(checkpoint))
+        num_classes = num_classes_of(state_dict)
         if num_classes:
             kwargs['num_classes'] = num_classes
     model = create_model(name, **kwargs)
-    if checkpoint is not None:
-        load_weights(model, checkpoint)
+    if state_dict is not None:
+        load_weights(model, state_dict, source=str(checkpoint))
     if fuse and hasattr(model, 'fuse'):
         model.fuse()
     size = image_size or model.pretrained_cfg.get('input_size', (3, 224, 224))[-1]

@@ -30,9 +30,9 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Seque
 import torch
 import torch.nn as nn
 
-from .. import create_model
-from ..checkpoints import _atomic_write
 from ..export import export_model
+from ..io import atomic_write
+from ..models import create_model
 from .complexity import measure_complexity
 
 __all__ = ['RUNTIMES', 'ModelSpec', 'format_benchmark', 'format_profile', 'measure_complexity_of', 'profile_inference',
@@ -525,4 +525,4 @@ def format_profile(profile: Dict[str, Any]) -> str:
 
 def save_report(report: Dict[str, Any], path) -> Path:
     """Write a report as JSON, atomically."""
-    return _atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(report, indent=2)))
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(report, indent=2)))

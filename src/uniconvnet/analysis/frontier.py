@@ -23,7 +23,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 
-from ..checkpoints import _atomic_write
+from ..io import atomic_write
 from .benchmark import (ModelSpec, _check_counts, _check_device, measure_complexity_of, pytorch_column, save_report,
                         time_inference, time_training, train_peak_memory_mb)
 from .peers import Published
@@ -324,7 +324,7 @@ def _draw(ax, points: List[Tuple[Dict[str, Any], float]], xlabel: str, title: st
 def _save_png(figure, path: Path) -> Path:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     FigureCanvasAgg(figure)
-    return _atomic_write(path, lambda tmp: figure.savefig(tmp, format='png', dpi=120))
+    return atomic_write(path, lambda tmp: figure.savefig(tmp, format='png', dpi=120))
 
 
 def plot_frontier(report: Dict[str, Any], prefix: PathLike, names: Optional[Sequence[str]] = None) -> List[Path]:

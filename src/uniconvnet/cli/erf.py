@@ -6,6 +6,9 @@ from typing import Optional, Tuple
 import torch
 import torch.nn as nn
 
+from ..checkpoints import load_weights
+from ..models import create_model
+
 
 def _stage(value: str):
     """An int stage (1-based) or a submodule name."""
@@ -18,29 +21,10 @@ def _model_spec(spec: str, checkpoint: Optional[str] = None) -> Tuple[str, Optio
 
 
 def load_model(name: str, checkpoint: Optional[str] = None) -> nn.Module:
-    """A model by timm name with random weights, or the weights of a local checkpoint.
-
-    UniConvNet checkpoints (official or ours) go through :func:`uniconvnet.checkpoints.load_weights`; other
-    models load a plain state dict strictly. Files are read with ``weights_only=True`` or safetensors.
-    """
-    from .. import create_model
-    from ..checkpoints import load_checkpoint_file, load_weights
-    from ..models import UniConvNet
-    from ..models.uniconvnet import unwrap_state_dict
-    if checkpoint is None:
-        return create_model(name)
-    path = Path(checkpoint)
-    if not path.is_file():
-        raise FileNotFoundError(f'checkpoint not found: {path}')
+    """A model by timm name with random weights, or the weights of a local checkpoint (official UniConvNet
+    ``.pth``, ours, or any state dict of that model), loaded by :func:`uniconvnet.checkpoints.load_weights`."""
     model = create_model(name)
-    if isinstance(model, UniConvNet):
-        return load_weights(model, path)
-    state_dict = unwrap_state_dict(load_checkpoint_file(path))
-    missing, unexpected = model.load_state_dict(state_dict, strict=False)
-    if missing or unexpected:
-        raise ValueError(f'{path} does not fit {name}: {len(missing)} missing keys (e.g. {missing[:3]}), '
-                         f'{len(unexpected)} unexpected (e.g. {unexpected[:3]}); is it a checkpoint of {name}?')
-    return model
+    return model if checkpoint is None else load_weights(model, checkpoint)
 
 
 def run(args: argparse.Namespace) -> int:

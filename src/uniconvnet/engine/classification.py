@@ -10,9 +10,11 @@ from timm.data import Mixup
 from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from torch.utils.data import Dataset
 
-from ..checkpoints import _num_classes_of, load_checkpoint_file
+from ..checkpoints import load_weights
 from ..data import (DIGITS_CLASSES, Augmentation, DigitsDataset, ImageFolderDataset, Preprocessing, build_loader,
                     build_transform)
+from ..io import load_checkpoint_file
+from ..models import check_model_name, create_model, is_uniconvnet
 from .config import TrainConfig
 from .distributed import init_distributed
 from .trainer import Task, Trainer, prepare_output, seed_everything
@@ -72,59 +74,28 @@ def build_datasets(data: Optional[str]) -> Tuple[Dataset, Dataset, List[str], st
     return train_set, val_set, train_set.classes, Path(data).resolve().name
 
 
-def _is_uniconvnet(name: str) -> bool:
-    return name.split('.', 1)[0].startswith('uniconvnet_')
-
-
-def load_finetune_weights(model: nn.Module, path: str, model_name: str,
-                          log: Callable[[str], None] = print) -> nn.Module:
+def load_finetune_weights(model: nn.Module, path: str, log: Callable[[str], None] = print) -> nn.Module:
     """Load weights to fine-tune from (official ``.pth`` or ours); a head of another class count is dropped.
 
     A checkpoint of another variant fails with a message naming the variant it is for.
     """
-    from timm.models import adapt_input_conv
-
-    from ..models.uniconvnet import checkpoint_filter_fn, unwrap_state_dict
-    state_dict = unwrap_state_dict(load_checkpoint_file(path))
-    if _is_uniconvnet(model_name):
-        state_dict = checkpoint_filter_fn(state_dict, model)
-    expected = model.state_dict()
-    classifier = model.get_classifier()
-    head_prefix = next((n + '.' for n, m in model.named_modules() if m is classifier), 'head.fc.')
-    head_keys = [k for k in expected if k.startswith(head_prefix)]
-    if any(k not in state_dict or state_dict[k].shape != expected[k].shape for k in head_keys):
-        log(f'fine-tuning: {path} has a {_num_classes_of(state_dict) or "different"}-class head and this run has '
-            f'{model.num_classes} classes: the head is re-initialised')
-        state_dict = {k: v for k, v in state_dict.items() if not k.startswith(head_prefix)}
-    stem = 'stem.0.weight'
-    if stem in state_dict and stem in expected and state_dict[stem].shape[1] != expected[stem].shape[1]:
-        state_dict[stem] = adapt_input_conv(expected[stem].shape[1], state_dict[stem])
-    try:
-        missing, unexpected = model.load_state_dict(state_dict, strict=False)
-    except RuntimeError as e:
-        raise ValueError(f'--finetune {path} does not fit {model_name}: {str(e).strip().splitlines()[-1]}') from e
-    missing = [k for k in missing if not k.startswith(head_prefix)]
-    if missing or unexpected:
-        raise ValueError(f'--finetune {path} does not fit {model_name}: missing {missing[:5]}, '
-                         f'unexpected {list(unexpected)[:5]}')
+    load_weights(model, path, reset_head=True, source=f'--finetune {path}', log=log)
     log(f'fine-tuning from {path}')
     return model
 
 
 def build_classification_model(cfg: TrainConfig, num_classes: int, log: Callable[[str], None] = print) -> nn.Module:
     """The model to train: ``cfg.model`` with the run's head, drop path and head init; fine-tune weights."""
-    from .. import create_model
     kwargs: Dict[str, Any] = dict(num_classes=num_classes, drop_path_rate=cfg.drop_path or 0.0)
-    if _is_uniconvnet(cfg.model):
+    if is_uniconvnet(cfg.model):
         kwargs['head_init_scale'] = cfg.head_init_scale
     model = create_model(cfg.model, **kwargs)
     if cfg.finetune:
-        load_finetune_weights(model, cfg.finetune, cfg.model, log)
+        load_finetune_weights(model, cfg.finetune, log)
     return model
 
 
 def _check_config(cfg: TrainConfig) -> None:
-    from .. import check_model_name
     check_model_name(cfg.model)
     positive = {'epochs': cfg.epochs, 'batch_size': cfg.batch_size, 'accum_steps': cfg.accum_steps,
                 'max_bad_steps': cfg.max_bad_steps}

@@ -19,13 +19,13 @@ import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..checkpoints import atomic_write_text, load_checkpoint_file, save_safetensors
+from ..checkpoints import load_weights
 from ..data.detection import CocoDetectionDataset, SegmentationFolderDataset, detection_collate
 from ..data.loader import build_loader
-from .coco_eval import coco_evaluate
+from ..evaluation import ConfusionMatrix, coco_evaluate
+from ..io import atomic_write_text, load_checkpoint_file, save_safetensors
 from .config import TrainConfig
 from .distributed import init_distributed
-from .seg_metrics import ConfusionMatrix
 from .trainer import Task, Trainer, prepare_output, seed_everything
 
 __all__ = ['DetectionTask', 'SegmentationTask', 'DetSegOptions', 'train_detection', 'train_segmentation',
@@ -233,7 +233,7 @@ def train_segmentation(cfg: TrainConfig, opts: DetSegOptions) -> Dict[str, Any]:
 
 
 def _load_for_eval(checkpoint: str):
-    """Model options and weights from a run's output: ``model.safetensors``/``best.pt``/``last.pt`` + config."""
+    """The run's ``config.json`` and weights file: ``model.safetensors`` of a folder, or ``best.pt``/``last.pt``."""
     path = Path(checkpoint)
     folder = path if path.is_dir() else path.parent
     weights = folder / 'model.safetensors' if path.is_dir() else path
@@ -241,16 +241,12 @@ def _load_for_eval(checkpoint: str):
     if not config.is_file():
         raise FileNotFoundError(f'{config} not found: pass the output folder of `uniconvnet detect/segment train` '
                                 f'or a checkpoint inside it')
-    meta = json.loads(config.read_text())
-    state = load_checkpoint_file(weights)
-    if 'model' in state and isinstance(state['model'], dict):
-        state = state['model']
-    return meta, state
+    return json.loads(config.read_text()), weights
 
 
 def _evaluate(checkpoint: str, data: Optional[str], kind: str, batch_size: int, device: str) -> Dict[str, float]:
     from .trainer import evaluate_task
-    meta, state = _load_for_eval(checkpoint)
+    meta, weights = _load_for_eval(checkpoint)
     if meta.get('task') != kind:
         raise ValueError(f'{checkpoint} holds a {meta.get("task")} model, not a {kind} model')
     ctx = init_distributed(device)
@@ -270,11 +266,7 @@ def _evaluate(checkpoint: str, data: Optional[str], kind: str, batch_size: int, 
             model = upernet_uniconvnet(meta['num_classes'], opts.backbone, decoder_channels=128)
             task = SegmentationTask(meta['num_classes'], names, meta)
             collate = None
-        try:
-            model.load_state_dict(state)
-        except RuntimeError as e:
-            raise ValueError(f'{checkpoint} does not fit a {meta["arch"]} on {meta["backbone"]} '
-                             f'({str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else e})') from e
+        load_weights(model, weights, source=f'{weights} (a {meta["arch"]} on {meta["backbone"]})')
         loader = build_loader(val_set, batch_size, is_training=False, collate_fn=collate,
                               world_size=ctx.world_size, rank=ctx.rank)
         return evaluate_task(task, model.to(ctx.device), loader, ctx)

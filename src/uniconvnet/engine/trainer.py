@@ -23,8 +23,8 @@ from timm.scheduler import create_scheduler_v2
 from timm.utils import ModelEmaV3
 from torch.utils.data import DataLoader
 
-from ..checkpoints import atomic_save, atomic_write_text, save_safetensors
 from ..data.folder import CorruptImageError
+from ..io import atomic_save, atomic_write_text, save_safetensors
 from .config import TrainConfig
 from .distributed import DistributedContext
 from .progress import Progress, format_seconds

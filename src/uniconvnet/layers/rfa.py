@@ -97,6 +97,17 @@ def depthwise_channels_last(x: torch.Tensor, weight: torch.Tensor, bias: Optiona
     return large_depthwise_conv(x.permute(0, 3, 1, 2), weight, bias).permute(0, 2, 3, 1)
 
 
+def block_diagonal(blocks: List[torch.Tensor]) -> torch.Tensor:
+    """``torch.block_diag`` of square matrices, written with padding and concatenation, which ONNX export knows."""
+    total = sum(b.shape[1] for b in blocks)
+    rows: List[torch.Tensor] = []
+    start = 0
+    for b in blocks:
+        rows.append(F.pad(b, (start, total - start - b.shape[1])))
+        start += b.shape[1]
+    return torch.cat(rows)
+
+
 def rfa_valid_widths(dim: int, num_layers: int) -> List[int]:
     """The two widths nearest ``dim`` that split into ``num_layers + 1`` equal, non-empty parts."""
     parts = num_layers + 1
@@ -234,11 +245,13 @@ class ReceptiveFieldAggregator(nn.Module):
         depthwise_weights: List[torch.Tensor] = []
         depthwise_biases: List[torch.Tensor] = []
         for layer in self.layers:
+            pointwise_bias, depthwise_bias = layer.disc_pw.bias, layer.disc_dw.bias
+            assert pointwise_bias is not None and depthwise_bias is not None  # for TorchScript: built with biases
             pointwise_weights.append(layer.disc_pw.weight.flatten(1))
-            pointwise_biases.append(layer.disc_pw.bias)
+            pointwise_biases.append(pointwise_bias)
             depthwise_weights.append(layer.disc_dw.weight)
-            depthwise_biases.append(layer.disc_dw.bias)
-        y = F.linear(parts, torch.block_diag(*pointwise_weights), torch.cat(pointwise_biases))
+            depthwise_biases.append(depthwise_bias)
+        y = F.linear(parts, block_diagonal(pointwise_weights), torch.cat(pointwise_biases))
         return depthwise_channels_last(y, torch.cat(depthwise_weights), torch.cat(depthwise_biases))
 
     def reparameterize(self) -> None:

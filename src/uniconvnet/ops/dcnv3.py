@@ -5,6 +5,9 @@ Backends (``BACKENDS``):
     reference the official-parity tests check; what TorchScript, FX and ONNX export see.
   * ``cpu``: the gather core for CPU tensors (:mod:`.dcnv3_cpu`), two ``torch.library`` custom ops (forward,
     backward); faster than ``torch`` on CPUs and equal to it up to float rounding.
+  * ``numba``: numba kernels for CPU tensors (:mod:`.dcnv3_numba`, optional extra ``numba``), two
+    ``torch.library`` custom ops compiled on first use; several times faster than ``cpu``. Where numba is
+    missing, ``auto`` uses ``cpu``.
   * ``triton``: the Triton kernels as the ``uniconvnet::dcnv3_sample`` custom op (:mod:`.dcnv3_triton`),
     for CUDA tensors; ``torch.compile`` and ``torch.export`` keep it as one node.
   * ``export``: the ``torch`` core with its arithmetic arranged for OpenVINO (:mod:`.dcnv3_export`), plain ATen
@@ -12,10 +15,11 @@ Backends (``BACKENDS``):
 
 Choice, first that applies: the ``backend`` argument (what a :class:`~uniconvnet.layers.DCNv3` layer passes:
 its ``backend`` attribute, set with ``model.set_dcn_backend(...)`` or :func:`~uniconvnet.layers.dcn_backend`),
-the user's default from the ``UNICONVNET_DCN_BACKEND`` environment variable (``auto``, ``torch``, ``cpu`` or
-``triton``; read once, when this module is imported; library code never writes it), ``auto``. ``auto`` picks by
-device (``AUTO_BACKENDS_BY_DEVICE``: ``cpu`` for CPU tensors, ``triton`` for CUDA ones, else ``torch``); during
-ONNX export it always picks ``torch`` (plain operators). A backend asked for by name that cannot run raises;
+the user's default from the ``UNICONVNET_DCN_BACKEND`` environment variable (``auto``, ``torch``, ``cpu``,
+``numba`` or ``triton``; read once, when this module is imported; library code never writes it), ``auto``.
+``auto`` tries by device (``AUTO_BACKENDS_BY_DEVICE``: ``numba``, then ``cpu`` where the optional numba extra is
+missing, for CPU tensors; ``triton`` for CUDA ones), then ``torch``; during ONNX export it always picks ``torch``
+(plain operators). A backend asked for by name that cannot run raises;
 one chosen by ``auto`` or the environment variable falls back to ``torch`` and says so in one log line, once
 per reason.
 """
@@ -28,6 +32,7 @@ from timm.layers import register_notrace_function
 
 from .dcnv3_cpu import dcnv3_cpu
 from .dcnv3_export import dcnv3_export
+from .dcnv3_numba import dcnv3_numba, numba_unavailable_reason
 from .dcnv3_torch import dcnv3_output_size, dcnv3_torch
 from .dcnv3_triton import dcnv3_triton, triton_unavailable_reason
 
@@ -53,11 +58,12 @@ def _cpu_unavailable_reason(input: torch.Tensor) -> Optional[str]:
 BACKENDS: Dict[str, Tuple[Callable[..., torch.Tensor], Callable[[torch.Tensor], Optional[str]]]] = {
     'torch': (dcnv3_torch, _always_runs),
     'cpu': (dcnv3_cpu, _cpu_unavailable_reason),
+    'numba': (dcnv3_numba, numba_unavailable_reason),
     'triton': (dcnv3_triton, triton_unavailable_reason),
     'export': (dcnv3_export, _always_runs),
 }
 # what 'auto' tries on each device type, in order; then (and on every other device type) 'torch'
-AUTO_BACKENDS_BY_DEVICE: Dict[str, Tuple[str, ...]] = {'cuda': ('triton',), 'cpu': ('cpu',)}
+AUTO_BACKENDS_BY_DEVICE: Dict[str, Tuple[str, ...]] = {'cuda': ('triton',), 'cpu': ('numba', 'cpu')}
 
 _reported_fallbacks: Set[Tuple[str, str]] = set()
 
