@@ -22,6 +22,7 @@ import re
 import statistics
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -279,9 +280,9 @@ def train_peak_memory_mb(spec: ModelSpec, batch: int, image_size: int, threads: 
     gradients, AdamW state, activations and allocator slack (Linux only: it reads and resets the kernel's
     peak-RSS counter). On CUDA: the peak of ``torch.cuda.max_memory_allocated`` during the step.
     """
-    context = multiprocessing.get_context('spawn')
-    with context.Pool(1) as pool:
-        return pool.apply(_train_peak_memory_worker, (spec, batch, image_size, threads, device))
+    # a process pool whose worker may die (killed for memory) raises BrokenProcessPool instead of hanging
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context('spawn')) as pool:
+        return pool.submit(_train_peak_memory_worker, spec, batch, image_size, threads, device).result()
 
 
 # ---- the whole benchmark -----------------------------------------------------------------------------------------

@@ -133,11 +133,20 @@ def run_frontier(
         if memory:
             for name in report['requested']:
                 if 'train_peak_mb' not in models[name]:
-                    log(f'peak training memory, {name}, batch {train_batch}')
-                    models[name]['train_peak_mb'] = train_peak_memory_mb(
-                        _training_spec(models[name]), train_batch, image_size, settings['threads'], device)
+                    _measure_memory(models[name], settings, log)
                     save()
     return report
+
+
+def _measure_memory(entry: Dict[str, Any], settings: Dict[str, Any], log: Callable[[str], None]) -> None:
+    """Peak training memory in a fresh process; a failure (e.g. the process killed for memory) is logged and
+    left for the next run to retry, and the other models are still measured."""
+    log(f'peak training memory, {entry["model"]}, batch {settings["train_batch"]}')
+    try:
+        entry['train_peak_mb'] = train_peak_memory_mb(_training_spec(entry), settings['train_batch'],
+                                                      settings['image_size'], settings['threads'], settings['device'])
+    except Exception as e:  # BrokenProcessPool, CUDA out of memory, ...
+        log(f'peak training memory of {entry["model"]} not measured: {type(e).__name__}: {e}')
 
 
 def _measure_complexity(models: Dict[str, Dict[str, Any]], names: Sequence[str], image_size: int,
