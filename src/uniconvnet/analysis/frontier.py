@@ -311,6 +311,7 @@ def format_frontier(report: Dict[str, Any], names: Optional[Sequence[str]] = Non
 
 def _draw(ax, points: List[Tuple[Dict[str, Any], float]], xlabel: str, title: str) -> None:
     """Top-1 against ``x`` on a log axis: UniConvNet variants as one labelled line, peers as labelled points."""
+    from matplotlib.ticker import FuncFormatter
     ours = sorted(((e, x) for e, x in points if e['family'] == 'uniconvnet'), key=lambda p: p[0]['top1'])
     peers = [(e, x) for e, x in points if e['family'] == 'peer']
     if ours:
@@ -323,11 +324,15 @@ def _draw(ax, points: List[Tuple[Dict[str, Any], float]], xlabel: str, title: st
         ax.annotate(entry['short_name'], (x, entry['top1']), textcoords='offset points', xytext=(4, 3),
                     fontsize=7, color='tab:red' if entry['family'] == 'uniconvnet' else 'tab:blue')
     ax.set_xscale('log')
+    plain = FuncFormatter(lambda value, _: f'{value:g}')  # 20, 50, 100 rather than 2x10^1, ...
+    ax.xaxis.set_major_formatter(plain)
+    ax.xaxis.set_minor_formatter(plain)
+    ax.tick_params(axis='x', which='minor', labelsize=7)
     ax.set_xlabel(xlabel)
     ax.set_ylabel('ImageNet-1k top-1 (%, published, 224x224)')
     ax.set_title(title, fontsize=10)
     ax.grid(True, which='both', alpha=0.3)
-    ax.legend(loc='lower right', fontsize=8)
+    ax.legend(loc='best', fontsize=8)
 
 
 def _save_png(figure, path: Path) -> Path:
@@ -347,7 +352,8 @@ def plot_frontier(report: Dict[str, Any], prefix: PathLike, names: Optional[Sequ
     settings, models = report['settings'], report['models']
     names = list(names or report.get('requested') or models)
     prefix = Path(prefix)
-    where = f"{settings['device']}, {settings['threads']} threads, {settings['image_size']}x{settings['image_size']}"
+    threads = f"{settings['threads']} thread" + ('s' if settings['threads'] != 1 else '')
+    where = f"{settings['device']}, {threads}, {settings['image_size']}x{settings['image_size']}"
     batches = [str(b) for b in settings['batch_sizes']]
     figure = Figure(figsize=(6 * len(batches), 5), layout='constrained')
     for ax, batch in zip(figure.subplots(1, len(batches), squeeze=False)[0], batches):
