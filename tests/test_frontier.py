@@ -3,6 +3,7 @@ import json
 
 import pytest
 import timm
+import torch
 
 import uniconvnet  # noqa: F401  (registers the models)
 from uniconvnet.analysis.frontier import format_frontier, frontier_rows, plot_frontier
@@ -152,3 +153,7 @@ def test_frontier_bad_input(capsys, tmp_path):
     assert 'was measured with image_size=64' in err and 'another --json path' in err
     with pytest.raises(ValueError, match='top-1 must be a percentage'):
         resolve_peers(['resnet18=180'])
+    assert "unknown device 'tpu'" in _error(capsys, '--frontier', '--device', 'tpu', '--variants', 'A',
+                                           '--peers', 'resnet18', *TINY)
+    if not torch.cuda.is_available():
+        assert 'no CUDA device' in _error(capsys, '--models', 'resnet18', '--device', 'cuda', *TINY)
