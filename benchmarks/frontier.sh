@@ -9,11 +9,13 @@
 # Choices (see docs/performance.md):
 # - 224x224 float32, inference batches 1 and 8, 2 threads on the CPU (the issue's setting; what a small edge CPU
 #   gives one model). UniConvNet is fuse()d for inference; peers run as timm builds them.
-# - one training batch for every model, 16: the largest at which the biggest models (UniConvNet-B, ConvFormer-B36)
-#   train within 24 GB of RAM, and one batch keeps every training ratio and the memory plot comparable.
+# - one training batch for every model, 16: one batch keeps every training ratio and the memory plot comparable,
+#   and 16 should keep the biggest models (UniConvNet-B, ConvFormer-B36) within 24 GB of RAM (estimated; a
+#   model that does not fit is logged and skipped, the rest goes on).
 # - 10 timed runs after 3 warm-up runs, 5 training steps: medians.
-# A full CPU run takes about an hour on 2 cores. The JSON is written after every step and reused: run the same
+# A full CPU run takes an hour or more on 2 cores. The JSON is written after every step and reused: run the same
 # command again after an interruption and only what is missing is measured. Delete the JSON to start afresh.
+# Extra flags come after the defaults below and so override them (the table still goes to results/frontier_<device>.md).
 set -euo pipefail
 cd "$(dirname "$0")"
 device="${1:-cpu}"
