@@ -1,13 +1,12 @@
 """Checkpoint safety and the errors users see: wrong variant, truncated files, pickles that run code."""
 import os
-import pickle
 
 import pytest
 import timm
 import torch
 
 from uniconvnet.checkpoints import (
-    CheckpointError, atomic_save, convert_official_checkpoint, load_checkpoint_file, load_weights)
+    CheckpointError, atomic_save, convert_official_checkpoint, load_checkpoint_file, load_weights, save_safetensors)
 from uniconvnet.cli.main import main as cli_main
 from uniconvnet.models import checkpoint_filter_fn
 
@@ -81,10 +80,29 @@ def test_malicious_pickle_is_refused(tmp_path, monkeypatch):
     with pytest.raises(CheckpointError, match='refusing to load'):
         load_checkpoint_file(path)
     assert not marker.exists()
-    # timm's path refuses it too (weights_only=True)
-    with pytest.raises((pickle.UnpicklingError, RuntimeError), match='(?i)global'):
+    # timm's pretrained_cfg_overlay path goes through the same reader
+    with pytest.raises(CheckpointError, match='refusing to load'):
         timm.create_model('uniconvnet_a', pretrained=True, pretrained_cfg_overlay=dict(file=str(path)))
     assert not marker.exists()
+
+
+def test_local_weights_through_timm_name_the_problem(tmp_path):
+    # timm alone logs "No checkpoint found" and raises an empty FileNotFoundError; garbage reads as "globals"
+    with pytest.raises(FileNotFoundError, match=r'checkpoint not found: .*absent\.pth'):
+        timm.create_model('uniconvnet_a', pretrained=True,
+                          pretrained_cfg_overlay=dict(file=str(tmp_path / 'absent.pth')))
+    (tmp_path / 'garbage.pth').write_bytes(b'garbage')
+    with pytest.raises(CheckpointError, match='truncated or not a PyTorch checkpoint'):
+        timm.create_model('uniconvnet_a', pretrained=True,
+                          pretrained_cfg_overlay=dict(file=str(tmp_path / 'garbage.pth')))
+    # safetensors work too (timm re-initialises a head whose class count differs from the cfg's), and the
+    # weights are not kept in the model's pretrained_cfg
+    source = timm.create_model('uniconvnet_a', num_classes=3, **TINY_A)
+    save_safetensors(source.state_dict(), tmp_path / 'w.safetensors')
+    model = timm.create_model('uniconvnet_a', num_classes=3, pretrained=True, **TINY_A,
+                              pretrained_cfg_overlay=dict(file=str(tmp_path / 'w.safetensors')))
+    torch.testing.assert_close(model.stages[3].blocks[0].ls_mlp.gamma, source.stages[3].blocks[0].ls_mlp.gamma)
+    assert 'state_dict' not in model.pretrained_cfg and model.pretrained_cfg['file'].endswith('w.safetensors')
 
 
 def test_head_mismatch_and_in_chans_through_timm(official_a, tmp_path):

@@ -58,7 +58,7 @@ def test_compile_matches_eager_in_one_graph(model_and_input):
     model, x = model_and_input
     torch._dynamo.reset()
     # fullgraph: the backend choice inside dcnv3 must not break the graph. aot_eager runs Dynamo and
-    # AOTAutograd but not Inductor's C++ build, which takes minutes on 2 cores for this model (see README).
+    # AOTAutograd but not Inductor's C++ build, which takes minutes on 2 cores for this model (see docs/correctness.md).
     compiled = torch.compile(model, backend='aot_eager', fullgraph=True)
     with torch.no_grad():
         torch.testing.assert_close(compiled(x), model(x))

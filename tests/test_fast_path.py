@@ -138,8 +138,9 @@ def test_single_layer_rfa_keeps_its_layer_scale():
         ref = block(x)
         block.reparameterize()
         torch.testing.assert_close(block(x), ref, rtol=1e-5, atol=1e-5)
-    assert isinstance(block.ls_rfa, timm.layers.LayerScale2d)  # the context is added without a projection
-    assert isinstance(block.ls_mlp, torch.nn.Identity)
+    assert isinstance(block.ls_rfa, timm.layers.LayerScale)  # the context is added without a projection
+    assert block.ls_rfa.gamma is not None
+    assert block.ls_mlp.gamma is None and block.ls_dcn.gamma is None  # folded into fc2 and output_proj
 
 
 def test_compile_block_without_graph_breaks():
@@ -162,7 +163,7 @@ def test_compile_block_without_graph_breaks():
 
 @pytest.mark.parametrize('kernel', [7, 11])
 def test_large_depthwise_conv_gradients(kernel):
-    from uniconvnet.layers.rfa import large_depthwise_conv
+    from uniconvnet.layers.functional import depthwise_conv as large_depthwise_conv
     x = torch.randn(2, 6, 9, 13, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
     weight = torch.randn(6, 1, kernel, kernel, dtype=torch.float64)
     bias = torch.randn(6, dtype=torch.float64)
@@ -174,3 +175,33 @@ def test_large_depthwise_conv_gradients(kernel):
     grad_out = torch.randn_like(ref)
     for g, r in zip(torch.autograd.grad(out, inputs, grad_out), torch.autograd.grad(ref, ref_inputs, grad_out)):
         torch.testing.assert_close(g, r)
+
+
+def test_recompute_gives_the_same_gradients_and_reruns_the_branch():
+    torch.manual_seed(0)
+    model = timm.create_model('uniconvnet_a', num_classes=5, ls_init_value=0.5)
+    x = torch.randn(2, 3, 48, 48)
+    params = [p for p in model.parameters()]
+
+    def grads():
+        return torch.autograd.grad(model(x).square().sum(), params)
+
+    calls = []
+    hook = model.stages[1].blocks[0].rfa.register_forward_hook(lambda *_: calls.append(1))
+    plain = grads()
+    assert len(calls) == 1
+    assert model.set_recompute(('rfa', 'mlp')) is model
+    recomputed = grads()
+    assert len(calls) == 3  # forward, then again in the backward pass
+    hook.remove()
+    for g, r in zip(recomputed, plain):
+        torch.testing.assert_close(g, r, rtol=0, atol=0)  # the same ops on the same values
+    model.set_recompute(())
+    assert all(not any(b.recompute) for b in model.modules() if isinstance(b, UniConvNetBlock))
+
+
+def test_recompute_rejects_unknown_branches():
+    with pytest.raises(ValueError, match=r"unknown branch\(es\) to recompute: 'attn'; choose from rfa, dcn, mlp"):
+        timm.create_model('uniconvnet_a', recompute=('attn',))
+    with pytest.raises(ValueError, match='choose from rfa, dcn, mlp'):
+        timm.create_model('uniconvnet_a').set_recompute(['mlp', 'stem'])

@@ -187,3 +187,84 @@ def test_entry_point_checks_shapes():
         dcnv3(x, torch.zeros(1, 4, 4, 10), torch.zeros(1, 4, 4, 9), group=1)
     with pytest.raises(ValueError, match='not divisible by group=3'):
         dcnv3(x, torch.zeros(1, 4, 4, 54), torch.zeros(1, 4, 4, 27), group=3)
+
+
+# --- the memory-lean autograd functions: the plain ops' values and gradients, less kept for backward ---------------
+
+def _saved_bytes(fn, *inputs):
+    """Output of ``fn(*inputs)`` and the bytes autograd keeps for its backward pass (each storage once)."""
+    storages = {}
+
+    def pack(t):
+        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn(*inputs)
+    return out, sum(storages.values())
+
+
+def _lean_cases():
+    from uniconvnet.layers.functional import depthwise_channels_last, gelu_linear, product_linear
+    h = torch.randn(2, 5, 7, 12)
+    return [
+        ('gelu_linear', gelu_linear, lambda a, w, b: F.linear(F.gelu(a), w, b),
+         [h, torch.randn(6, 12), torch.randn(6)]),
+        ('product_linear', product_linear, lambda a, b, w, c: F.linear(a * b, w, c),
+         [h, torch.randn(2, 5, 7, 12), torch.randn(6, 12), torch.randn(6)]),
+        ('gelu_depthwise', lambda x, w, b: depthwise_channels_last(x, w, b, gelu_first=True),
+         lambda x, w, b: F.conv2d(F.gelu(x).permute(0, 3, 1, 2), w, b, padding=3, groups=12).permute(0, 2, 3, 1),
+         [h, torch.randn(12, 1, 7, 7), torch.randn(12)]),
+    ]
+
+
+@pytest.mark.parametrize('case', range(3))
+def test_lean_functions_equal_plain_ops_and_keep_less(case):
+    name, lean, plain, inputs = _lean_cases()[case]
+    inputs = [t.double().requires_grad_() for t in inputs]
+    out, lean_bytes = _saved_bytes(lean, *inputs)
+    ref, plain_bytes = _saved_bytes(plain, *inputs)
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+    grad_out = torch.randn_like(ref)
+    for g, r in zip(torch.autograd.grad(out, inputs, grad_out), torch.autograd.grad(ref, inputs, grad_out)):
+        torch.testing.assert_close(g, r, rtol=1e-10, atol=1e-10)
+    # one activation-sized tensor (2 * 5 * 7 * 12 doubles) less
+    assert plain_bytes - lean_bytes == 2 * 5 * 7 * 12 * 8, name
+    # a gradient for some inputs only (the others are constants)
+    partial = [inputs[0]] + [t.detach() for t in inputs[1:]]
+    g, = torch.autograd.grad(lean(*partial), inputs[0], grad_out)
+    r, = torch.autograd.grad(plain(*partial), inputs[0], grad_out)
+    torch.testing.assert_close(g, r, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize('case', range(3))
+def test_lean_functions_under_bf16_autocast(case):
+    name, lean, plain, inputs = _lean_cases()[case]
+    inputs = [t.requires_grad_() for t in inputs]
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        out, ref = lean(*inputs), plain(*inputs)
+    assert out.dtype == ref.dtype
+    torch.testing.assert_close(out, ref, rtol=0, atol=0)  # the forward runs the very same ops
+    grad_out = torch.randn_like(ref)
+    for t, g, r in zip(inputs, torch.autograd.grad(out, inputs, grad_out), torch.autograd.grad(ref, inputs, grad_out)):
+        assert g.dtype == r.dtype == t.dtype
+        torch.testing.assert_close(g, r, rtol=0.02, atol=0.05, msg=lambda m: f'{name}: {m}')
+
+
+def test_layer_scale_through_the_projection_weights():
+    # the block's DCN and MLP layer scales act on the projections' weights: same outputs and gradients
+    from uniconvnet.layers import Mlp
+    torch.manual_seed(0)
+    mlp, dcn = Mlp(8, 32).double(), DCNv3(8, group=2).double()
+    with torch.no_grad():
+        dcn.offset.weight.normal_()
+        dcn.mask.weight.normal_()
+    x = torch.randn(2, 5, 6, 8, dtype=torch.float64)
+    for layer in (mlp, dcn):
+        scale = torch.rand(8, dtype=torch.float64, requires_grad=True)
+        out = layer(x, scale)
+        ref = layer(x) * scale
+        torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+        grad_out = torch.randn_like(ref)
+        params = [scale] + list(layer.parameters())
+        for g, r in zip(torch.autograd.grad(out, params, grad_out), torch.autograd.grad(ref, params, grad_out)):
+            torch.testing.assert_close(g, r, rtol=1e-10, atol=1e-10)

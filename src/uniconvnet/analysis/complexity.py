@@ -59,6 +59,8 @@ def measure_complexity(model: nn.Module, input_size: Tuple[int, int, int] = (3, 
 
 def variants_table(image_size: int = 224, names: Sequence[str] = ()) -> List[Dict[str, object]]:
     """One row per UniConvNet variant: parameters and MACs at ``image_size`` (1000 classes)."""
+    if image_size < 1:
+        raise ValueError(f'image size (--size) must be at least 1, got {image_size}')
     unknown = [n for n in names if n not in VARIANTS]
     if unknown:
         raise ValueError(f'unknown variant(s) {", ".join(unknown)}; valid: {", ".join(VARIANTS)}')

@@ -1,6 +1,7 @@
 """Building blocks of UniConvNet, each usable on its own."""
 from .dcnv3 import DCNv3, dcn_backend, set_dcn_backend
+from .mlp import Mlp
 from .rfa import RFA, LayerOperator, ReceptiveFieldAggregator, rfa_valid_widths
 
-__all__ = ['DCNv3', 'LayerOperator', 'RFA', 'ReceptiveFieldAggregator', 'dcn_backend', 'rfa_valid_widths',
+__all__ = ['DCNv3', 'LayerOperator', 'Mlp', 'RFA', 'ReceptiveFieldAggregator', 'dcn_backend', 'rfa_valid_widths',
            'set_dcn_backend']

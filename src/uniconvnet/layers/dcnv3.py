@@ -9,9 +9,11 @@ from typing import Dict, Iterator, Optional
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from ..ops import dcnv3
 from ..ops.dcnv3 import check_backend_name
+from .functional import scale_rows
 
 __all__ = ['DCNv3', 'dcn_backend', 'set_dcn_backend']
 
@@ -81,7 +83,10 @@ class DCNv3(nn.Module):
             nn.init.xavier_uniform_(m.weight)
             nn.init.zeros_(m.bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, output_scale: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``x``: ``(N, H, W, C)``. ``output_scale``: a per-channel scale of the output (a layer scale after this
+        layer), applied to the output projection's weights, so that the output need not be kept for its gradient.
+        """
         value = self.input_proj(x)
         query = self.dw_conv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
         out = dcnv3(
@@ -94,7 +99,7 @@ class DCNv3(nn.Module):
             offset_scale=self.offset_scale,
             backend=self.backend,
         )
-        return self.output_proj(out)
+        return F.linear(out, *scale_rows(self.output_proj.weight, self.output_proj.bias, output_scale))
 
     def extra_repr(self) -> str:
         backend = '' if self.backend is None else f', backend={self.backend!r}'
