@@ -38,6 +38,10 @@ def _uniconvnet(letter: str, top1: float) -> Published:
     return Published(f'uniconvnet_{letter}', 'in1k', top1, _UNICONVNET_README)
 
 
+def _timm_news(model: str, tag: str, top1: float, date: str) -> Published:
+    return Published(model, tag, top1, _TIMM_NEWS.format(date=date, model=model, top1=top1))
+
+
 UNICONVNET: Dict[str, Published] = {p.model: p for p in (
     _uniconvnet('a', 77.0), _uniconvnet('p0', 79.1), _uniconvnet('p1', 79.6), _uniconvnet('p2', 80.5),
     _uniconvnet('n0', 81.6), _uniconvnet('n1', 82.2), _uniconvnet('n2', 82.7), _uniconvnet('n3', 83.2),
@@ -47,17 +51,13 @@ UNICONVNET: Dict[str, Published] = {p.model: p for p in (
 PEERS: Dict[str, Published] = {p.model: p for p in (
     Published('resnet18', 'tv_in1k', 69.76, _TIMM_RESULTS),
     Published('resnet34', 'a3_in1k', 72.97, _TIMM_RESULTS),
-    Published('convnext_atto', 'd2_in1k', 75.7, _TIMM_NEWS.format(date='Aug 15, 2022', model='convnext_atto',
-                                                                    top1=75.7)),
+    _timm_news('convnext_atto', 'd2_in1k', 75.7, 'Aug 15, 2022'),
     Published('mobilenetv3_large_100', 'ra_in1k', 75.766, _TIMM_RESULTS),
-    Published('convnext_femto', 'd1_in1k', 77.5, _TIMM_NEWS.format(date='Aug 5, 2022', model='convnext_femto',
-                                                                     top1=77.5)),
+    _timm_news('convnext_femto', 'd1_in1k', 77.5, 'Aug 5, 2022'),
     Published('efficientnet_b0', 'ra_in1k', 77.694, _TIMM_RESULTS),
-    Published('convnext_pico', 'd1_in1k', 79.5, _TIMM_NEWS.format(date='Aug 5, 2022', model='convnext_pico',
-                                                                    top1=79.5)),
+    _timm_news('convnext_pico', 'd1_in1k', 79.5, 'Aug 5, 2022'),
     Published('regnety_016', 'tv2_in1k', 80.668, _TIMM_RESULTS),
-    Published('convnext_nano', 'd1h_in1k', 80.8, _TIMM_NEWS.format(date='July 27, 2022', model='convnext_nano',
-                                                                     top1=80.8)),
+    _timm_news('convnext_nano', 'd1h_in1k', 80.8, 'July 27, 2022'),
     Published('resnet50', 'tv2_in1k', 80.85, _TIMM_RESULTS),
     Published('regnety_032', 'tv2_in1k', 81.756, _TIMM_RESULTS),
     Published('convnext_tiny', 'fb_in1k', 82.1, _CONVNEXT_README),
