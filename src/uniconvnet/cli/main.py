@@ -77,7 +77,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as e:  # bad input: one clear line, no traceback
+    except (ValueError, FileNotFoundError, ImportError) as e:  # bad input or a missing extra: one line
         print(f'uniconvnet {args.command}: error: {e}', file=sys.stderr)
         return 2
     except TrainingDiverged as e:

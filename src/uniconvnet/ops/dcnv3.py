@@ -10,6 +10,8 @@ Backends (``BACKENDS``):
     missing, ``auto`` uses ``cpu``.
   * ``triton``: the Triton kernels as the ``uniconvnet::dcnv3_sample`` custom op (:mod:`.dcnv3_triton`),
     for CUDA tensors; ``torch.compile`` and ``torch.export`` keep it as one node.
+  * ``export``: the ``torch`` core with its arithmetic arranged for OpenVINO (:mod:`.dcnv3_export`), plain ATen
+    ops; what OpenVINO export uses. Any device and dtype; equal to ``torch`` up to float rounding.
 
 Choice, first that applies: the ``backend`` argument (what a :class:`~uniconvnet.layers.DCNv3` layer passes:
 its ``backend`` attribute, set with ``model.set_dcn_backend(...)`` or :func:`~uniconvnet.layers.dcn_backend`),
@@ -29,6 +31,7 @@ import torch
 from timm.layers import register_notrace_function
 
 from .dcnv3_cpu import dcnv3_cpu
+from .dcnv3_export import dcnv3_export
 from .dcnv3_numba import dcnv3_numba, numba_unavailable_reason
 from .dcnv3_torch import dcnv3_output_size, dcnv3_torch
 from .dcnv3_triton import dcnv3_triton, triton_unavailable_reason
@@ -57,6 +60,7 @@ BACKENDS: Dict[str, Tuple[Callable[..., torch.Tensor], Callable[[torch.Tensor], 
     'cpu': (dcnv3_cpu, _cpu_unavailable_reason),
     'numba': (dcnv3_numba, numba_unavailable_reason),
     'triton': (dcnv3_triton, triton_unavailable_reason),
+    'export': (dcnv3_export, _always_runs),
 }
 # what 'auto' tries on each device type, in order; then (and on every other device type) 'torch'
 AUTO_BACKENDS_BY_DEVICE: Dict[str, Tuple[str, ...]] = {'cuda': ('triton',), 'cpu': ('numba', 'cpu')}
