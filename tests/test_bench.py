@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from uniconvnet.analysis.benchmark import ModelSpec, format_benchmark, format_profile, profile_inference
+from uniconvnet.analysis.benchmark import ModelSpec, format_profile, profile_inference
 from uniconvnet.cli.main import main
 
 
@@ -17,6 +17,7 @@ def test_model_specs():
 
 def test_bench_command_small(tmp_path, capsys):
     pytest.importorskip('onnxruntime')
+    pytest.importorskip('openvino')
     out = tmp_path / 'bench.json'
     assert main(['bench', '--models', 'uniconvnet_a:plain', '--reference', 'resnet18',
                  '--size', '64', '--batch', '1', '2', '--train-batch', '2', '--runs', '1', '--warmup', '0',
@@ -28,15 +29,18 @@ def test_bench_command_small(tmp_path, capsys):
     ref, plain = rows['resnet18'], rows['uniconvnet_a:plain']
     assert plain['params'] == 3406732 and plain['dcn_sampling_macs'] > 0
     for row in rows.values():
-        assert set(row['latency_ms']) == {'1', '2'} and set(row['onnxruntime_ms']) == {'1', '2'}
-        assert all(ms > 0 for ms in row['latency_ms'].values())
+        for key in ('latency_ms', 'onnxruntime_ms', 'openvino_ms'):  # eager and both runtimes, interleaved
+            assert set(row[key]) == {'1', '2'} and all(ms > 0 for ms in row[key].values())
+        vs_eager = row['openvino_ms']['2'] / row['latency_ms']['2']
+        assert row['ratios']['openvino_vs_eager']['2'] == pytest.approx(vs_eager)
     assert ref['ratios']['latency_ms'] == {'1': 1.0, '2': 1.0}
     ratio = plain['ratios']['latency_ms']['2']
     assert ratio == pytest.approx(plain['latency_ms']['2'] / ref['latency_ms']['2'])
     per_mac = plain['ratios']['latency_ms_per_mac']['2']
     assert per_mac == pytest.approx(ratio * ref['total_macs'] / plain['total_macs'])
     assert plain['train_step_ms'] > 0 and plain['train_peak_mb'] > 0  # trained and measured in its own process
-    assert '| `uniconvnet_a:plain` |' in table and 'per MAC' in table and '(onnxruntime)' in table
+    assert '| `uniconvnet_a:plain` |' in table and 'per MAC' in table
+    assert '| model (onnxruntime) |' in table and '| model (openvino) |' in table
 
 
 def test_profile_names_where_time_goes():

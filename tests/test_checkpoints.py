@@ -1,13 +1,12 @@
 """Checkpoint safety and the errors users see: wrong variant, truncated files, pickles that run code."""
 import os
-import pickle
 
 import pytest
 import timm
 import torch
 
 from uniconvnet.checkpoints import (
-    CheckpointError, atomic_save, convert_official_checkpoint, load_checkpoint_file, load_weights)
+    CheckpointError, atomic_save, convert_official_checkpoint, load_checkpoint_file, load_weights, save_safetensors)
 from uniconvnet.cli.main import main as cli_main
 from uniconvnet.models import checkpoint_filter_fn
 
@@ -81,10 +80,29 @@ def test_malicious_pickle_is_refused(tmp_path, monkeypatch):
     with pytest.raises(CheckpointError, match='refusing to load'):
         load_checkpoint_file(path)
     assert not marker.exists()
-    # timm's path refuses it too (weights_only=True)
-    with pytest.raises((pickle.UnpicklingError, RuntimeError), match='(?i)global'):
+    # timm's pretrained_cfg_overlay path goes through the same reader
+    with pytest.raises(CheckpointError, match='refusing to load'):
         timm.create_model('uniconvnet_a', pretrained=True, pretrained_cfg_overlay=dict(file=str(path)))
     assert not marker.exists()
+
+
+def test_local_weights_through_timm_name_the_problem(tmp_path):
+    # timm alone logs "No checkpoint found" and raises an empty FileNotFoundError; garbage reads as "globals"
+    with pytest.raises(FileNotFoundError, match=r'checkpoint not found: .*absent\.pth'):
+        timm.create_model('uniconvnet_a', pretrained=True,
+                          pretrained_cfg_overlay=dict(file=str(tmp_path / 'absent.pth')))
+    (tmp_path / 'garbage.pth').write_bytes(b'garbage')
+    with pytest.raises(CheckpointError, match='truncated or not a PyTorch checkpoint'):
+        timm.create_model('uniconvnet_a', pretrained=True,
+                          pretrained_cfg_overlay=dict(file=str(tmp_path / 'garbage.pth')))
+    # safetensors work too (timm re-initialises a head whose class count differs from the cfg's), and the
+    # weights are not kept in the model's pretrained_cfg
+    source = timm.create_model('uniconvnet_a', num_classes=3, **TINY_A)
+    save_safetensors(source.state_dict(), tmp_path / 'w.safetensors')
+    model = timm.create_model('uniconvnet_a', num_classes=3, pretrained=True, **TINY_A,
+                              pretrained_cfg_overlay=dict(file=str(tmp_path / 'w.safetensors')))
+    torch.testing.assert_close(model.stages[3].blocks[0].ls_mlp.gamma, source.stages[3].blocks[0].ls_mlp.gamma)
+    assert 'state_dict' not in model.pretrained_cfg and model.pretrained_cfg['file'].endswith('w.safetensors')
 
 
 def test_head_mismatch_and_in_chans_through_timm(official_a, tmp_path):
@@ -120,3 +138,44 @@ def test_atomic_save_keeps_old_file_on_failure(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ['ckpt.pt']
     with pytest.raises(FileNotFoundError, match='output folder does not exist'):
         atomic_save({}, tmp_path / 'missing' / 'x.pt')
+
+
+TINY_A = dict(depths=(1, 1, 1, 1), dims=(16, 32, 64, 128))
+
+
+def test_load_weights_any_model_file_or_dict(tmp_path):
+    # a timm model that is not a UniConvNet, saved as a trainer would ('model' key, DDP 'module.' prefixes)
+    source = timm.create_model('resnet10t', num_classes=3)
+    path = tmp_path / 'r.pth'
+    torch.save({'model': {f'module.{k}': v for k, v in source.state_dict().items()}, 'epoch': 4}, path)
+    target = load_weights(timm.create_model('resnet10t', num_classes=3), path)
+    for k, v in source.state_dict().items():
+        assert torch.equal(target.state_dict()[k], v), k
+    # the head check is the same for every model: it names both class counts and the fix
+    with pytest.raises(CheckpointError, match=r'r\.pth has a 3-class head but the model has 7 classes; create '
+                                              r'the model with num_classes=3'):
+        load_weights(timm.create_model('resnet10t', num_classes=7), path)
+    # another architecture: one line naming the checkpoint, the model and the first misfit
+    with pytest.raises(CheckpointError, match=r'^from disk does not fit resnet14t: Missing key\(s\)'):
+        load_weights(timm.create_model('resnet14t', num_classes=3), source.state_dict(), source='from disk')
+
+
+def test_load_weights_reset_head_and_input_channels(tmp_path):
+    source = timm.create_model('uniconvnet_a', num_classes=4, **TINY_A)
+    notes = []
+    model = timm.create_model('uniconvnet_a', num_classes=2, in_chans=1, **TINY_A)
+    load_weights(model, source.state_dict(), reset_head=True, source='ft.pth', log=notes.append)
+    assert notes == ['ft.pth has a 4-class head and the model has 2 classes: the head is re-initialised']
+    # the body is the checkpoint's, the single input channel is the sum over RGB (timm's adapt_input_conv)
+    torch.testing.assert_close(model.stages[3].blocks[0].ls_mlp.gamma, source.stages[3].blocks[0].ls_mlp.gamma)
+    torch.testing.assert_close(model.stem[0].weight[:, 0], source.stem[0].weight.sum(1))
+    assert model.head.fc.weight.shape == (2, 128)
+
+
+def test_is_uniconvnet_by_name_and_by_model():
+    from uniconvnet import is_uniconvnet
+    assert is_uniconvnet('uniconvnet_t') and is_uniconvnet('uniconvnet_t.in1k')
+    assert not is_uniconvnet('resnet18') and not is_uniconvnet('uniconvnet_zz')
+    assert is_uniconvnet(timm.create_model('uniconvnet_a', device='meta'))
+    assert is_uniconvnet(timm.create_model('uniconvnet_a', features_only=True, device='meta'))
+    assert not is_uniconvnet(timm.create_model('resnet10t', device='meta'))

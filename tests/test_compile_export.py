@@ -7,7 +7,7 @@ import timm
 import torch
 
 import uniconvnet  # noqa: F401  (registers the models)
-from uniconvnet.layers import DCNv3
+from uniconvnet.layers import DCNv3, dcn_backend
 
 
 @pytest.fixture(scope='module')
@@ -28,10 +28,10 @@ def model_and_input():
     return model, x
 
 
-def test_export_matches_eager_with_plain_ops(model_and_input, monkeypatch):
+def test_export_matches_eager_with_plain_ops(model_and_input):
     model, x = model_and_input
-    monkeypatch.setenv('UNICONVNET_DCN_BACKEND', 'torch')
-    program = torch.export.export(model, (x,))
+    with dcn_backend(model, 'torch'):
+        program = torch.export.export(model, (x,))
     targets = {str(node.target) for node in program.graph.nodes if node.op == 'call_function'}
     # on the CPU the graph holds only ATen ops: what ONNX export and other graph consumers need
     assert 'aten.grid_sampler.default' in targets
@@ -40,21 +40,25 @@ def test_export_matches_eager_with_plain_ops(model_and_input, monkeypatch):
         torch.testing.assert_close(program.module()(x), model(x))
 
 
-def test_export_keeps_the_cpu_gather_core_as_one_op(model_and_input):
+@pytest.mark.parametrize('backend,op', [('cpu', 'dcnv3_cpu_forward'), ('numba', 'dcnv3_numba_forward')])
+def test_export_keeps_the_cpu_core_as_one_op(model_and_input, backend, op):
+    if backend == 'numba':
+        pytest.importorskip('numba')
     model, x = model_and_input
-    program = torch.export.export(model, (x,))
-    targets = {str(node.target) for node in program.graph.nodes if node.op == 'call_function'}
-    assert 'uniconvnet.dcnv3_cpu_forward.default' in targets
-    assert 'aten.grid_sampler.default' not in targets
-    with torch.no_grad():
-        torch.testing.assert_close(program.module()(x), model(x))
+    with dcn_backend(model, backend):
+        program = torch.export.export(model, (x,))
+        targets = {str(node.target) for node in program.graph.nodes if node.op == 'call_function'}
+        assert f'uniconvnet.{op}.default' in targets
+        assert 'aten.grid_sampler.default' not in targets
+        with torch.no_grad():
+            torch.testing.assert_close(program.module()(x), model(x))
 
 
 def test_compile_matches_eager_in_one_graph(model_and_input):
     model, x = model_and_input
     torch._dynamo.reset()
     # fullgraph: the backend choice inside dcnv3 must not break the graph. aot_eager runs Dynamo and
-    # AOTAutograd but not Inductor's C++ build, which takes minutes on 2 cores for this model (see README).
+    # AOTAutograd but not Inductor's C++ build, which takes minutes on 2 cores for this model (see docs/correctness.md).
     compiled = torch.compile(model, backend='aot_eager', fullgraph=True)
     with torch.no_grad():
         torch.testing.assert_close(compiled(x), model(x))

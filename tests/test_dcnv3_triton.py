@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from uniconvnet.layers import DCNv3
-from uniconvnet.ops import BACKEND_ENV_VAR, dcnv3_output_size, dcnv3_torch, dcnv3_triton
+from uniconvnet.ops import dcnv3_output_size, dcnv3_torch, dcnv3_triton
 from uniconvnet.ops.dcnv3_torch import sampling_grid
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -143,17 +143,16 @@ def test_opcheck(op):
     assert set(result.values()) == {'SUCCESS'}, result
 
 
-def _layer_with_offsets():
-    layer = DCNv3(16, group=2)
+def _layer_with_offsets(backend):
+    layer = DCNv3(16, group=2, backend=backend)
     with torch.no_grad():  # non-zero offsets and mask so that sampling is really deformable
         layer.offset.weight.normal_(std=0.5)
         layer.mask.weight.normal_(std=0.5)
     return layer
 
 
-def test_export_keeps_the_custom_op(monkeypatch):
-    monkeypatch.setenv(BACKEND_ENV_VAR, 'triton')
-    layer = _layer_with_offsets().eval()
+def test_export_keeps_the_custom_op():
+    layer = _layer_with_offsets(backend='triton').eval()
     x = torch.randn(1, 5, 6, 16)
     program = torch.export.export(layer, (x,))
     targets = {str(node.target) for node in program.graph.nodes if node.op == 'call_function'}
@@ -161,20 +160,19 @@ def test_export_keeps_the_custom_op(monkeypatch):
     assert 'aten.grid_sampler.default' not in targets  # the whole core is one node
     with torch.no_grad():
         torch.testing.assert_close(program.module()(x), layer(x))
-        monkeypatch.setenv(BACKEND_ENV_VAR, 'torch')
+        layer.backend = 'torch'
         torch.testing.assert_close(program.module()(x), layer(x), rtol=1e-5, atol=1e-5)
 
 
-def test_compile_trains_through_the_custom_op(monkeypatch):
-    monkeypatch.setenv(BACKEND_ENV_VAR, 'triton')
+def test_compile_trains_through_the_custom_op():
     torch._dynamo.reset()
-    layer = _layer_with_offsets()
+    layer = _layer_with_offsets(backend='triton')
     x = torch.randn(1, 5, 6, 16, requires_grad=True)
     # aot_eager: Dynamo and AOTAutograd (the fake and autograd registrations), without Inductor's C++ build
     compiled = torch.compile(layer, backend='aot_eager', fullgraph=True)
     out = compiled(x)
     grads = torch.autograd.grad(out.square().sum(), [x] + list(layer.parameters()))
-    monkeypatch.setenv(BACKEND_ENV_VAR, 'torch')
+    layer.backend = 'torch'
     ref = layer(x)
     ref_grads = torch.autograd.grad(ref.square().sum(), [x] + list(layer.parameters()))
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)

@@ -6,8 +6,7 @@ import torch
 
 from uniconvnet.data.detection import CocoDetectionDataset, SegmentationFolderDataset, detection_collate
 from uniconvnet.data.small_objects import generate_small_objects
-from uniconvnet.engine.coco_eval import coco_evaluate
-from uniconvnet.engine.seg_metrics import ConfusionMatrix
+from uniconvnet.evaluation import ConfusionMatrix, coco_evaluate
 from uniconvnet.integrations.torchvision import (
     fasterrcnn_uniconvnet_fpn, maskrcnn_uniconvnet_fpn, retinanet_uniconvnet_fpn, uniconvnet_fpn_backbone)
 

@@ -1,4 +1,7 @@
-"""Export: ONNX checked against onnxruntime, TorchScript and ExportedProgram round trips, bad input."""
+"""Export: ONNX checked against onnxruntime, OpenVINO IR against eager, TorchScript and ExportedProgram round trips,
+bad input."""
+import sys
+
 import pytest
 import timm
 import torch
@@ -6,9 +9,10 @@ import torch
 import uniconvnet  # noqa: F401  (registers the models)
 from uniconvnet.checkpoints import save_safetensors
 from uniconvnet.cli.main import main
-from uniconvnet.export import export_model
+from uniconvnet.export import export_model, pad_depthwise_channels
 
-TINY = dict(depths=(1, 1, 1, 1), dims=(16, 32, 64, 128), dcn_group_channels=8, num_classes=7)
+# UniConvNet-A's widths: its first stage has depthwise convolutions of 6 and 18 channels (see pad_depthwise_channels)
+TINY = dict(depths=(1, 1, 1, 1), dims=(24, 48, 96, 192), dcn_group_channels=8, num_classes=7)
 
 
 @pytest.fixture(scope='module')
@@ -30,7 +34,7 @@ def test_onnx_matches_onnxruntime_on_two_sizes(tiny_model, tmp_path):
     graph = onnx.load(str(path))
     assert graph.opset_import[0].version >= 16
     op_types = {node.op_type for node in graph.graph.node}
-    assert 'GridSample' in op_types
+    assert 'GridSample' in op_types and 'Pad' in op_types  # the 6- and 18-channel depthwise convs are padded
     assert all(node.domain in ('', 'ai.onnx') for node in graph.graph.node), 'standard operators only'
     session = ort.InferenceSession(str(path), providers=['CPUExecutionProvider'])
     for shape in [(1, 3, 64, 64), (2, 3, 80, 96)]:  # dynamic batch and image size
@@ -38,6 +42,42 @@ def test_onnx_matches_onnxruntime_on_two_sizes(tiny_model, tmp_path):
         with torch.no_grad():
             ref = tiny_model(x)
         out = torch.from_numpy(session.run(None, {'images': x.numpy()})[0])
+        assert out.shape == ref.shape
+        assert (out - ref).abs().max().item() <= 1e-4
+
+
+def test_depthwise_convolutions_get_channels_in_multiples_of_four(tmp_path):
+    onnx = pytest.importorskip('onnx')
+    ort = pytest.importorskip('onnxruntime')
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 6, 1), torch.nn.Conv2d(6, 6, 7, padding=3, groups=6),
+                                torch.nn.Conv2d(6, 8, 1), torch.nn.Conv2d(8, 8, 3, padding=1, groups=8)).eval()
+    path = export_model(model, tmp_path / 'dw.onnx', 'onnx', (20, 20))
+    graph = onnx.load(str(path))
+    weights = {init.name: tuple(init.dims) for init in graph.graph.initializer}
+    ops = [(node.op_type, weights.get(node.input[1]) if node.op_type == 'Conv' else None) for node in graph.graph.node]
+    assert ops == [('Conv', (6, 3, 1, 1)), ('Pad', None), ('Conv', (8, 1, 7, 7)), ('Slice', None),
+                   ('Conv', (8, 6, 1, 1)), ('Conv', (8, 1, 3, 3))]  # the 8-channel one is left as it was
+    assert pad_depthwise_channels(graph) == 0  # nothing left to pad
+    x = torch.randn(2, 3, 24, 16)
+    out = ort.InferenceSession(str(path), providers=['CPUExecutionProvider']).run(None, {'images': x.numpy()})[0]
+    with torch.no_grad():
+        torch.testing.assert_close(torch.from_numpy(out), model(x), rtol=1e-5, atol=1e-5)
+
+
+def test_openvino_matches_eager_on_two_sizes(tiny_model, tmp_path):
+    ov = pytest.importorskip('openvino')
+    path = export_model(tiny_model, tmp_path / 'tiny.xml', 'openvino', (64, 64))
+    assert path.with_suffix('.bin').is_file()
+    model = ov.Core().read_model(str(path))
+    constants = [op for op in model.get_ops() if op.get_type_name() == 'Constant']
+    assert constants and not any(op.get_element_type() == ov.Type.f16 for op in constants), 'float32 weights'
+    compiled = ov.Core().compile_model(model, 'CPU', {'INFERENCE_PRECISION_HINT': 'f32'})
+    for shape in [(1, 3, 64, 64), (2, 3, 80, 96)]:  # dynamic batch and image size
+        x = torch.randn(*shape)
+        with torch.no_grad():
+            ref = tiny_model(x)
+        out = torch.from_numpy(compiled({'images': x.numpy()})[0])
         assert out.shape == ref.shape
         assert (out - ref).abs().max().item() <= 1e-4
 
@@ -70,6 +110,18 @@ def test_export_bad_input(capsys, tmp_path):
     assert 'does not fit' in err and 'shape mismatches' in err
     with pytest.raises(ValueError, match='opset 15 has no GridSample'):
         export_model(timm.create_model('uniconvnet_a', **TINY), out, 'onnx', opset=15)
+
+
+def test_openvino_export_bad_input(capsys, tmp_path, monkeypatch):
+    pytest.importorskip('openvino')
+    err = _cli_error(capsys, 'export', '--model', 'uniconvnet_a', '--format', 'openvino', '--out',
+                     str(tmp_path / 'a.onnx'))
+    assert 'OpenVINO IR is an .xml file' in err and 'a.xml' in err
+    monkeypatch.setitem(sys.modules, 'openvino', None)  # as if it were not installed
+    err = _cli_error(capsys, 'export', '--model', 'uniconvnet_a', '--format', 'openvino', '--out',
+                     str(tmp_path / 'a.xml'))
+    assert err.endswith('OpenVINO export needs the openvino package: pip install "uniconvnet[openvino]" '
+                        '(or pip install openvino)')
 
 
 def test_export_command_loads_checkpoint(tmp_path):

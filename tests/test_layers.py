@@ -1,20 +1,67 @@
-"""The building blocks on their own: RFA, DCNv3 layer and sampling core, LayerNorm2d."""
+"""The building blocks on their own: RFA, DCNv3 layer and sampling core."""
 import pytest
 import torch
 import torch.nn.functional as F
 
-from uniconvnet.layers import RFA, DCNv3, LayerNorm2d, ReceptiveFieldAggregator
+from uniconvnet.layers import RFA, DCNv3, ReceptiveFieldAggregator
 from uniconvnet.ops import dcnv3, dcnv3_torch
 
 
-def test_layernorm2d_matches_layer_norm_over_channels():
-    x = torch.randn(2, 6, 5, 7)
-    ln = LayerNorm2d(6)
+def _layer_norm_nchw(x, norm):
+    """The official channels-first LayerNorm: mean, biased variance, divide by sqrt(var + eps), affine."""
+    mean = x.mean(1, keepdim=True)
+    var = (x - mean).pow(2).mean(1, keepdim=True)
+    x = (x - mean) / torch.sqrt(var + norm.eps)
+    return norm.weight[:, None, None] * x + norm.bias[:, None, None]
+
+
+def _conv(x, conv):
+    return F.conv2d(x, conv.weight, conv.bias, padding=conv.padding, groups=conv.groups)
+
+
+def reference_rfa(rfa, x):
+    """The RFA as the official ConvMod computes it: NCHW, one convolution per layer and path, no merging."""
+    parts = torch.split(_layer_norm_nchw(x, rfa.norm), rfa.part_chs, dim=1)
+    y = parts[0]
+    for i, layer in enumerate(rfa.layers):
+        if not layer.first:
+            y = _layer_norm_nchw(y, layer.norm)
+        context = _conv(F.gelu(_conv(y, layer.context_pw)), layer.context_dw)
+        amplified = _conv(context * _conv(y, layer.amp_gate), layer.amp_proj)
+        discriminated = _conv(_conv(parts[i + 1], layer.disc_pw), layer.disc_dw)
+        discriminated = discriminated + (context if layer.first else _conv(context, layer.context_proj))
+        y = torch.cat((discriminated, amplified), dim=1)
+    return y
+
+
+@pytest.mark.parametrize('kernel_sizes,dim', [((7, 9, 11), 24), ((3,), 8), ((5, 7), 15)])
+def test_rfa_merged_operations_equal_the_reference(kernel_sizes, dim):
+    # channels-last matrix products, F.layer_norm and the merged discriminator paths against the official
+    # op-by-op NCHW arithmetic: outputs and all gradients, in float64 so that only real differences show
+    torch.manual_seed(0)
+    rfa = ReceptiveFieldAggregator(dim, kernel_sizes).double()
     with torch.no_grad():
-        ln.weight.uniform_(0.5, 1.5)
-        ln.bias.normal_()
-    ref = F.layer_norm(x.permute(0, 2, 3, 1), (6,), ln.weight, ln.bias, 1e-6).permute(0, 3, 1, 2)
-    torch.testing.assert_close(ln(x), ref, rtol=1e-5, atol=1e-5)
+        for name, param in rfa.named_parameters():
+            param.add_(torch.randn_like(param) * 0.3)  # biases and norm affines away from their init
+    x = torch.randn(2, dim, 9, 11, dtype=torch.float64)
+    x_ref = x.clone().requires_grad_()
+    x = x.contiguous(memory_format=torch.channels_last).requires_grad_()
+    out, ref = rfa(x), reference_rfa(rfa, x_ref)
+    torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    grad_out = torch.randn_like(ref)
+    params = list(rfa.parameters())
+    grads = torch.autograd.grad(out, [x] + params, grad_out)
+    ref_grads = torch.autograd.grad(ref, [x_ref] + params, grad_out)
+    for (name, _), g, r in zip([('input', None)] + list(rfa.named_parameters()), grads, ref_grads):
+        torch.testing.assert_close(g, r, rtol=1e-9, atol=1e-9, msg=lambda m: f'{name}: {m}')
+
+
+def test_rfa_takes_any_memory_format():
+    rfa = RFA(24).eval()
+    x = torch.randn(2, 24, 7, 5)
+    with torch.no_grad():
+        torch.testing.assert_close(rfa(x), rfa(x.contiguous(memory_format=torch.channels_last)), rtol=0, atol=0)
 
 
 @pytest.mark.parametrize('kernel_sizes,dim', [((7, 9, 11), 24), ((3,), 8), ((3, 5), 12), ((5, 7, 9, 11, 13), 30)])
@@ -140,3 +187,84 @@ def test_entry_point_checks_shapes():
         dcnv3(x, torch.zeros(1, 4, 4, 10), torch.zeros(1, 4, 4, 9), group=1)
     with pytest.raises(ValueError, match='not divisible by group=3'):
         dcnv3(x, torch.zeros(1, 4, 4, 54), torch.zeros(1, 4, 4, 27), group=3)
+
+
+# --- the memory-lean autograd functions: the plain ops' values and gradients, less kept for backward ---------------
+
+def _saved_bytes(fn, *inputs):
+    """Output of ``fn(*inputs)`` and the bytes autograd keeps for its backward pass (each storage once)."""
+    storages = {}
+
+    def pack(t):
+        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn(*inputs)
+    return out, sum(storages.values())
+
+
+def _lean_cases():
+    from uniconvnet.layers.functional import depthwise_channels_last, gelu_linear, product_linear
+    h = torch.randn(2, 5, 7, 12)
+    return [
+        ('gelu_linear', gelu_linear, lambda a, w, b: F.linear(F.gelu(a), w, b),
+         [h, torch.randn(6, 12), torch.randn(6)]),
+        ('product_linear', product_linear, lambda a, b, w, c: F.linear(a * b, w, c),
+         [h, torch.randn(2, 5, 7, 12), torch.randn(6, 12), torch.randn(6)]),
+        ('gelu_depthwise', lambda x, w, b: depthwise_channels_last(x, w, b, gelu_first=True),
+         lambda x, w, b: F.conv2d(F.gelu(x).permute(0, 3, 1, 2), w, b, padding=3, groups=12).permute(0, 2, 3, 1),
+         [h, torch.randn(12, 1, 7, 7), torch.randn(12)]),
+    ]
+
+
+@pytest.mark.parametrize('case', range(3))
+def test_lean_functions_equal_plain_ops_and_keep_less(case):
+    name, lean, plain, inputs = _lean_cases()[case]
+    inputs = [t.double().requires_grad_() for t in inputs]
+    out, lean_bytes = _saved_bytes(lean, *inputs)
+    ref, plain_bytes = _saved_bytes(plain, *inputs)
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+    grad_out = torch.randn_like(ref)
+    for g, r in zip(torch.autograd.grad(out, inputs, grad_out), torch.autograd.grad(ref, inputs, grad_out)):
+        torch.testing.assert_close(g, r, rtol=1e-10, atol=1e-10)
+    # one activation-sized tensor (2 * 5 * 7 * 12 doubles) less
+    assert plain_bytes - lean_bytes == 2 * 5 * 7 * 12 * 8, name
+    # a gradient for some inputs only (the others are constants)
+    partial = [inputs[0]] + [t.detach() for t in inputs[1:]]
+    g, = torch.autograd.grad(lean(*partial), inputs[0], grad_out)
+    r, = torch.autograd.grad(plain(*partial), inputs[0], grad_out)
+    torch.testing.assert_close(g, r, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize('case', range(3))
+def test_lean_functions_under_bf16_autocast(case):
+    name, lean, plain, inputs = _lean_cases()[case]
+    inputs = [t.requires_grad_() for t in inputs]
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        out, ref = lean(*inputs), plain(*inputs)
+    assert out.dtype == ref.dtype
+    torch.testing.assert_close(out, ref, rtol=0, atol=0)  # the forward runs the very same ops
+    grad_out = torch.randn_like(ref)
+    for t, g, r in zip(inputs, torch.autograd.grad(out, inputs, grad_out), torch.autograd.grad(ref, inputs, grad_out)):
+        assert g.dtype == r.dtype == t.dtype
+        torch.testing.assert_close(g, r, rtol=0.02, atol=0.05, msg=lambda m: f'{name}: {m}')
+
+
+def test_layer_scale_through_the_projection_weights():
+    # the block's DCN and MLP layer scales act on the projections' weights: same outputs and gradients
+    from uniconvnet.layers import Mlp
+    torch.manual_seed(0)
+    mlp, dcn = Mlp(8, 32).double(), DCNv3(8, group=2).double()
+    with torch.no_grad():
+        dcn.offset.weight.normal_()
+        dcn.mask.weight.normal_()
+    x = torch.randn(2, 5, 6, 8, dtype=torch.float64)
+    for layer in (mlp, dcn):
+        scale = torch.rand(8, dtype=torch.float64, requires_grad=True)
+        out = layer(x, scale)
+        ref = layer(x) * scale
+        torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+        grad_out = torch.randn_like(ref)
+        params = [scale] + list(layer.parameters())
+        for g, r in zip(torch.autograd.grad(out, params, grad_out), torch.autograd.grad(ref, params, grad_out)):
+            torch.testing.assert_close(g, r, rtol=1e-10, atol=1e-10)

@@ -79,9 +79,10 @@ def test_features_only_matches_official_stages(official_a, tmp_path):
         assert (ours - theirs).abs().max().item() <= TOL
 
 
-def test_plain_path_with_reference_core(official_a, monkeypatch):
-    # the default fast path is covered above; the official layout with the grid_sample core is the reference
-    monkeypatch.setenv('UNICONVNET_DCN_BACKEND', 'torch')
-    model = timm.create_model('uniconvnet_a', fast_path=False)
-    model.load_state_dict(checkpoint_filter_fn(official_a['state_dict'], model))
-    assert_matches_official(model, official_a)
+@pytest.mark.parametrize('backend', ['torch', 'cpu'])
+def test_every_cpu_backend(official_a, official_nfamily, backend):
+    # the default backend is covered above; the grid_sample reference core and every CPU core match too
+    for name, fixture, kwargs in (('uniconvnet_a', official_a, {}), ('uniconvnet_n0', official_nfamily, N_FAMILY_ARGS)):
+        model = timm.create_model(name, dcn_backend=backend, **kwargs)
+        model.load_state_dict(checkpoint_filter_fn(fixture['state_dict'], model))
+        assert_matches_official(model, fixture)

@@ -135,6 +135,28 @@ def test_unknown_variant_lists_valid_names():
         uniconvnet.create_model('uniconvnet_q9')
 
 
+def test_bad_create_model_options_name_the_valid_values():
+    # timm itself answers out_indices=(5,) with "IndexError: list index out of range"
+    with pytest.raises(ValueError, match=r'out_indices=\(5,\) is not valid: uniconvnet_a has 4 feature levels .*'
+                                         r'use indices 0\.\.3 \(or -4\.\.-1 from the end\)'):
+        timm.create_model('uniconvnet_a', features_only=True, out_indices=(5,), device='meta')
+    with pytest.raises(ValueError, match=r'out_indices=5: .* must be 1\.\.4'):
+        timm.create_model('uniconvnet_a', features_only=True, out_indices=5, device='meta')
+    with pytest.raises(ValueError, match='create it with features_only=True'):
+        timm.create_model('uniconvnet_a', out_indices=(1, 2), device='meta')
+    with pytest.raises(ValueError, match=r'drop_path_rate=1\.5 must be in \[0, 1\)'):
+        timm.create_model('uniconvnet_a', drop_path_rate=1.5, device='meta')
+    with pytest.raises(ValueError, match='in_chans=0 must be at least 1'):
+        timm.create_model('uniconvnet_a', in_chans=0, device='meta')
+    with pytest.raises(ValueError, match='num_classes=-2 must be at least 0'):
+        timm.create_model('uniconvnet_a', num_classes=-2, device='meta')
+    # the valid forms still work: the last n levels, negative indices
+    assert timm.create_model('uniconvnet_a', features_only=True, out_indices=2,
+                             device='meta').feature_info.reduction() == [16, 32]
+    assert timm.create_model('uniconvnet_a', features_only=True, out_indices=(0, -1),
+                             device='meta').feature_info.reduction() == [4, 32]
+
+
 def test_bad_widths_raise_clear_errors():
     with pytest.raises(ValueError, match='DCN group width'):
         UniConvNet(depths=(1, 1, 1, 1), dims=(24, 48, 96, 200), dcn_group_channels=16)

@@ -122,6 +122,48 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path):
                                load_checkpoint_file(tmp_path / 'reference' / 'last.pt')['model'], rtol=0, atol=0)
 
 
+def _interrupt_at(command, marker: str) -> subprocess.CompletedProcess:
+    """Run ``command``, send it SIGINT (Ctrl-C) when ``marker`` appears in its output; its exit code and stderr."""
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, PYTHONUNBUFFERED='1'))
+    out = []
+    try:
+        for line in proc.stdout:
+            out.append(line)
+            if marker in line:
+                proc.send_signal(signal.SIGINT)
+                break
+        out.extend(proc.stdout)
+    finally:
+        proc.stdout.close()
+        proc.wait(timeout=120)
+    return subprocess.CompletedProcess(command, proc.returncode, ''.join(out), proc.stderr.read())
+
+
+def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path):
+    out = tmp_path / 'run'
+    args = ['train', *TINY, '--epochs', '2', '--limit-train-batches', '4', '--limit-val-batches', '1',
+            '--output', str(out), '--overwrite']
+    stopped = _interrupt_at([sys.executable, '-m', 'uniconvnet', *args], 'epoch 2/2  step 2/4')
+    assert stopped.returncode == 130
+    # one line, no traceback: where it stopped, the checkpoint with the last good state, the command to resume
+    assert stopped.stderr.strip() == (
+        f'uniconvnet train: interrupted in epoch 2 of 2; {out / "last.pt"} holds the last good state (1 of 2 '
+        f'epochs done); resume with: uniconvnet {" ".join(args[:-1])} --resume auto'), stopped.stderr
+    assert load_checkpoint_file(out / 'last.pt')['epoch'] == 1
+    resumed = uniconvnet(*args[:-1], '--resume', 'auto')  # the command it printed
+    assert resumed.returncode == 0, resumed.stderr
+    assert '1 of 2 epochs done' in resumed.stdout and (out / 'model.safetensors').is_file()
+
+
+def test_ctrl_c_before_the_first_checkpoint(tmp_path):
+    stopped = _interrupt_at([sys.executable, '-m', 'uniconvnet', 'train', *TINY, '--epochs', '1',
+                             '--limit-train-batches', '4', '--output', str(tmp_path / 'run')], 'epoch 1/1  step 2/4')
+    assert stopped.returncode == 130
+    assert stopped.stderr.strip() == ('uniconvnet train: interrupted in epoch 1 of 1, before the first checkpoint: '
+                                      'nothing to resume, run the command again'), stopped.stderr
+
+
 def test_torchrun_two_processes_same_first_step_loss(tmp_path):
     common = ['--image-size', '8', '--epochs', '1', '--limit-train-batches', '1', '--limit-val-batches', '1',
               '--no-aug']

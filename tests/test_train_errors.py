@@ -84,6 +84,29 @@ def test_unknown_names_and_missing_resume(tmp_path, capsys):
     assert 'image not found' in fails(capsys, 'predict', tmp_path / 'x.png', '--checkpoint', tmp_path / 'c.pt')
 
 
+def test_bad_values_name_the_flag_before_anything_is_built(tmp_path, capsys):
+    # each of these failed with a traceback deep inside torch or timm, or named the wrong thing
+    cases = [
+        (('models', '--size', '0'), 'image size (--size) must be at least 1, got 0'),
+        (('train', '--workers', '-1'), '--workers must be at least 0'),
+        (('train', '--lr', '-1'), '--lr must be positive, got -1'),
+        (('train', '--image-size', '0'), '--image-size must be at least 1, got 0'),
+        (('train', '--device', 'gpu0', '--output', tmp_path / 'r'), '--device gpu0: not a device; use auto, cpu'),
+        (('erf', '--device', 'gpu0', '--out', tmp_path / 'e'), '--device gpu0: not a device'),
+        (('erf', '--panel-px', '0', '--out', tmp_path / 'e'), '--panel-px must be at least 1, got 0'),
+        (('predict', tmp_path, '--checkpoint', tmp_path / 'c.pt'), 'is a folder: predict takes image files'),
+        (('detect', 'train', '--backbone', 'resnet_zz', '--output', tmp_path / 'd'), "unknown model 'resnet_zz'"),
+        (('detect', 'train', '--min-size', '0', '--output', tmp_path / 'd'), '--min-size must be at least 32'),
+        (('detect', 'train', '--fpn-channels', '0', '--output', tmp_path / 'd'), '--fpn-channels must be at least 1'),
+        (('detect', 'train', '--epochs', '0', '--output', tmp_path / 'd'), '--epochs must be at least 1, got 0'),
+        (('segment', 'train', '--data', tmp_path / 'nowhere', '--output', tmp_path / 'd'), 'data folder not found'),
+        (('detect', 'eval', '--checkpoint', tmp_path / 'nowhere'), 'checkpoint not found'),
+    ]
+    for args, message in cases:
+        assert message in fails(capsys, *args), args
+    assert not (tmp_path / 'd').exists() and not (tmp_path / 'e').exists()  # nothing written
+
+
 def test_other_variant_and_class_count(tmp_path, capsys):
     p0 = tmp_path / 'p0.pth'
     torch.save({'model': timm.create_model('uniconvnet_p0', num_classes=10).state_dict()}, p0)
@@ -112,7 +135,7 @@ def test_finetune_reinitialises_head_then_resume_checks_class_count(official_a, 
     assert cli_main(['train', *map(str, TINY), '--finetune', str(official), '--output', str(out)]) == 0
     log = capsys.readouterr().out
     assert log.count('the head is re-initialised') == 1
-    assert 'has a 1000-class head and this run has 10 classes' in log
+    assert 'has a 1000-class head and the model has 10 classes' in log
     # an existing run is never overwritten by accident
     err = fails(capsys, 'train', *TINY, '--output', out)
     assert 'already holds a training run' in err and '--resume auto' in err

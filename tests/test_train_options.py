@@ -26,7 +26,7 @@ def test_accumulation_equals_one_large_batch(tmp_path):
     assert accumulated[0]['val_loss'] == pytest.approx(big[0]['val_loss'], rel=1e-3)
 
 
-# bf16 at 32 px: with 1x1 feature maps PyTorch's CPU bf16 convolution returns wrong weight gradients (README).
+# bf16 at 32 px: with 1x1 feature maps PyTorch's CPU bf16 convolution returns wrong weight gradients (docs/training.md).
 # fp16 without accumulation: the grad scaler skips its first two updates (scale 65536 -> 16384) by design.
 @pytest.mark.parametrize('amp, size, accum', [('fp16', 8, 1), ('bf16', 32, 2)])
 def test_mixed_precision_with_ema_mixup_layer_decay_and_clipping(tmp_path, capsys, amp, size, accum):

@@ -1,119 +1,120 @@
-"""Safe checkpoint I/O: ``weights_only`` torch files or safetensors in, atomic writes out.
+"""Checkpoints: loading weights into a model (:func:`load_weights`) and converting official checkpoints.
 
-Nothing here unpickles arbitrary objects: a file that needs more than tensors and plain containers is refused.
+Files are read by :func:`uniconvnet.io.load_checkpoint_file` (``weights_only`` torch files or safetensors: nothing
+unpickles arbitrary objects) and written by the atomic writers of :mod:`uniconvnet.io`; both are re-exported
+here, where they always were.
 """
-import os
-import pickle
-import tempfile
-import zipfile
 from pathlib import Path
-from typing import Any, Dict, Optional, Union
+from typing import Any, Callable, Dict, Mapping, Optional, Union
 
 import torch
 import torch.nn as nn
 
-PathLike = Union[str, os.PathLike]
+from .io import CheckpointError, PathLike, atomic_save, atomic_write_text, load_checkpoint_file, save_safetensors
+from .models import checkpoint_filter_fn, create_model, is_uniconvnet, unwrap_state_dict
 
 __all__ = ['CheckpointError', 'load_checkpoint_file', 'atomic_save', 'atomic_write_text', 'save_safetensors',
-           'load_weights', 'convert_official_checkpoint']
+           'load_weights', 'num_classes_of', 'convert_official_checkpoint']
 
 
-def _last_line(error: BaseException) -> str:
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return next((line for line in lines if 'global' in line.lower() or 'operand' in line.lower()),
-                lines[-1] if lines else type(error).__name__)
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file that cannot be used, with the reason and the fix in its message."""
-
-
-def load_checkpoint_file(path: PathLike) -> Dict[str, Any]:
-    """Read a ``.pt``/``.pth`` (``torch.load(weights_only=True)``) or ``.safetensors`` file onto the CPU."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f'checkpoint not found: {path}')
-    if path.suffix == '.safetensors':
-        from safetensors.torch import load_file
-        try:
-            return load_file(str(path), device='cpu')
-        except Exception as e:  # safetensors raises its own error types for corrupt headers
-            raise CheckpointError(f'could not read safetensors file {path}: {e}. Is it truncated?') from e
-    try:
-        return torch.load(path, map_location='cpu', weights_only=True)
-    except pickle.UnpicklingError as e:
-        if 'global' not in str(e).lower():  # garbage bytes, not a pickle that names callables
-            raise CheckpointError(f'could not read checkpoint {path}: it is truncated or not a PyTorch '
-                                  f'checkpoint (the unpickler stopped: {_last_line(e)})') from e
-        raise CheckpointError(
-            f'refusing to load {path}: it holds Python objects other than tensors, and unpickling them could run '
-            f'arbitrary code (weights_only=True refused: {_last_line(e)}). If you trust the file, '
-            f'extract its state dict yourself and save it with torch.save(state_dict) or safetensors.') from e
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
-        raise CheckpointError(f'could not read checkpoint {path}: it is truncated or not a PyTorch checkpoint '
-                              f'({type(e).__name__}: {str(e).splitlines()[0] if str(e) else "no detail"})') from e
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _atomic_write(path: PathLike, write) -> Path:
-    """Write through a temporary file in the same folder, then rename: a crash leaves the old file intact."""
-    path = Path(path)
-    if not path.parent.is_dir():
-        raise FileNotFoundError(f'output folder does not exist: {path.parent} (create it first)')
-    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes owner-only files; give the usual permissions of a new file
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
-
-
-def atomic_save(obj: Any, path: PathLike) -> Path:
-    """``torch.save`` that never leaves a half-written file at ``path``."""
-    return _atomic_write(path, lambda tmp: torch.save(obj, tmp))
-
-
-def atomic_write_text(path: PathLike, text: str) -> Path:
-    """Write a text file (JSON, JSON lines) atomically."""
-    return _atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding='utf-8'))
-
-
-def save_safetensors(state_dict: Dict[str, torch.Tensor], path: PathLike,
-                     metadata: Optional[Dict[str, str]] = None) -> Path:
-    """Save tensors as safetensors, atomically."""
-    from safetensors.torch import save_file
-    tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
-    return _atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
-
-
-def _num_classes_of(state_dict: Dict[str, torch.Tensor]) -> int:
+def num_classes_of(state_dict: Mapping[str, torch.Tensor]) -> int:
+    """Class count of a UniConvNet state dict (ours or official): rows of its classifier, 0 without one."""
     for key in ('head.fc.weight', 'head.weight'):
         if key in state_dict and state_dict[key].dim() == 2:
             return int(state_dict[key].shape[0])
     return 0
 
 
-def load_weights(model: nn.Module, path: PathLike) -> nn.Module:
-    """Load an official or our checkpoint into a UniConvNet ``model`` (strict; errors name what does not fit)."""
-    from .models.uniconvnet import checkpoint_filter_fn
-    state_dict = checkpoint_filter_fn(load_checkpoint_file(path), model)
-    head_w = state_dict.get('head.fc.weight')
-    model_head = model.state_dict().get('head.fc.weight')
-    if (head_w is None) != (model_head is None) or (head_w is not None and head_w.shape != model_head.shape):
-        got = 0 if head_w is None else head_w.shape[0]
-        want = 0 if model_head is None else model_head.shape[0]
-        raise CheckpointError(f'{path} has a {got}-class head but the model has {want} classes; create the model '
+def _model_label(model: nn.Module) -> str:
+    return (getattr(model, 'pretrained_cfg', None) or {}).get('architecture') or type(model).__name__
+
+
+def _classifier_prefix(model: nn.Module) -> Optional[str]:
+    """``'head.fc.'`` and the like: where ``model``'s classifier weights live, None for a model without one."""
+    get_classifier = getattr(model, 'get_classifier', None)
+    if get_classifier is None:
+        return None
+    classifier = get_classifier()
+    return next((name + '.' for name, module in model.named_modules() if module is classifier and name), None)
+
+
+def _rows(weights: Dict[str, torch.Tensor], prefix: str) -> int:
+    return next((int(v.shape[0]) for k, v in weights.items() if k.startswith(prefix) and v.dim() == 2), 0)
+
+
+def _fit_classifier(state_dict: Dict[str, torch.Tensor], model: nn.Module, source: str, reset_head: bool,
+                    log: Callable[[str], None]) -> Dict[str, torch.Tensor]:
+    """The state dict with the classifier checked: a head of another class count is an error, or dropped."""
+    prefix = _classifier_prefix(model)
+    if prefix is None:
+        return state_dict
+    expected = {k: v for k, v in model.state_dict().items() if k.startswith(prefix)}
+    given = {k: v for k, v in state_dict.items() if k.startswith(prefix)}
+    if given.keys() == expected.keys() and all(v.shape == expected[k].shape for k, v in given.items()):
+        return state_dict
+    got, want = _rows(given, prefix), _rows(expected, prefix)
+    if got == want:  # same class count, other features: the body does not fit either, reported by the loader
+        return state_dict
+    if not reset_head:
+        raise CheckpointError(f'{source} has a {got}-class head but the model has {want} classes; create the model '
                               f'with num_classes={got}, or fine-tune to re-initialise the head')
-    model.load_state_dict(state_dict)
+    log(f'{source} has a {got or "different"}-class head and the model has {want} classes: the head is '
+        f're-initialised')
+    return {k: v for k, v in state_dict.items() if not k.startswith(prefix)}
+
+
+def _adapt_first_conv(state_dict: Dict[str, torch.Tensor], model: nn.Module) -> Dict[str, torch.Tensor]:
+    """A first convolution trained on another number of input channels, adapted as timm does for pretrained."""
+    from timm.models import adapt_input_conv
+    first_conv = (getattr(model, 'pretrained_cfg', None) or {}).get('first_conv')
+    key = f'{first_conv}.weight'
+    want = model.state_dict().get(key)
+    have = state_dict.get(key)
+    if want is None or have is None or have.dim() != 4 or have.shape[1] == want.shape[1]:
+        return state_dict
+    return dict(state_dict, **{key: adapt_input_conv(want.shape[1], have)})
+
+
+def _first_reason(error: RuntimeError) -> str:
+    """The first detail line of a ``load_state_dict`` error (its first line only names the class)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    reason = lines[1] if len(lines) > 1 else (lines[0] if lines else 'no detail')
+    return reason if len(reason) <= 300 else reason[:300] + ' ...'
+
+
+def load_weights(model: nn.Module, checkpoint: Union[PathLike, Mapping[str, Any]], *, reset_head: bool = False,
+                 source: Optional[str] = None, log: Callable[[str], None] = print) -> nn.Module:
+    """Load a checkpoint into ``model``: the one way weights are loaded in this package.
+
+    Args:
+        model: a UniConvNet (official or our key layout), any timm model, or any ``nn.Module``.
+        checkpoint: a ``.pt``/``.pth``/``.safetensors`` file (read safely, see :func:`load_checkpoint_file`) or
+            what one holds. Weights under ``'model'``, ``'model_ema'`` or ``'state_dict'`` and ``module.``
+            prefixes are unwrapped.
+        reset_head: when the checkpoint's classifier has another class count, drop it and keep the model's
+            freshly initialised head (fine-tuning) instead of failing.
+        source: how messages name the checkpoint (default: its path).
+        log: where the note about a re-initialised head goes.
+
+    Anything else that does not fit fails with a :class:`CheckpointError` (a ``ValueError``) naming the
+    checkpoint, the model and the first misfit; for a UniConvNet it names the variant the checkpoint is for.
+    A first convolution trained on another number of input channels is adapted as timm does.
+    """
+    source = source or str(checkpoint if not isinstance(checkpoint, Mapping) else 'the checkpoint')
+    state_dict = unwrap_state_dict(checkpoint if isinstance(checkpoint, Mapping) else load_checkpoint_file(checkpoint))
+    if is_uniconvnet(model):
+        state_dict = checkpoint_filter_fn(state_dict, model)
+    state_dict = _fit_classifier(state_dict, model, source, reset_head, log)
+    state_dict = _adapt_first_conv(state_dict, model)
+    prefix = _classifier_prefix(model) if reset_head else None
+    try:
+        missing, unexpected = model.load_state_dict(state_dict, strict=prefix is None)
+    except RuntimeError as e:
+        raise CheckpointError(f'{source} does not fit {_model_label(model)}: {_first_reason(e)}') from e
+    missing = [k for k in missing if prefix is None or not k.startswith(prefix)]
+    if missing or unexpected:
+        raise CheckpointError(f'{source} does not fit {_model_label(model)}: missing {missing[:5]}, '
+                              f'unexpected {list(unexpected)[:5]}')
     return model
 
 
@@ -123,10 +124,8 @@ def convert_official_checkpoint(src: PathLike, dst: PathLike, model_name: str) -
     Refuses, naming the keys, when anything in the checkpoint is left over or missing, or when shapes do not
     match ``model_name`` (then it names the variant the checkpoint is for).
     """
-    from . import create_model
-    from .models.uniconvnet import checkpoint_filter_fn, unwrap_state_dict
     state_dict = unwrap_state_dict(load_checkpoint_file(src))
-    model = create_model(model_name, num_classes=_num_classes_of(state_dict), device='meta')
+    model = create_model(model_name, num_classes=num_classes_of(state_dict), device='meta')
     converted = checkpoint_filter_fn(state_dict, model)
     expected = set(model.state_dict())
     leftover, missing = sorted(set(converted) - expected), sorted(expected - set(converted))

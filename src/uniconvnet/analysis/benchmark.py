@@ -1,14 +1,20 @@
-"""Speed and memory of models side by side: inference latency, training steps, peak memory, onnxruntime.
+"""Speed and memory of models side by side: inference latency, deployment runtimes, training steps, peak memory.
 
 Every timing is taken in one process with the models interleaved (one run of each model in turn, repeated), so
 that a machine shared with other work slows all of them alike; ratios against the reference model, absolute and
-per multiply-accumulate, are what to compare. Peak training memory is measured per model in a fresh process.
+per multiply-accumulate, are what to compare. The deployment runtimes run our exports (onnxruntime the ONNX
+file, OpenVINO its IR) and are interleaved with the PyTorch models, so "vs eager" compares runs taken at the
+same moments. Peak training memory is measured per model in a fresh process.
 
 Model specs are timm names with optional modes after a colon, e.g. ``uniconvnet_t:fused``:
 
-    plain     the official NCHW layout and the reference (grid_sample) DCN core: the faithful baseline
+    plain     the reference (grid_sample) DCN core, plain ATen ops: what ONNX export runs
     fused     ``model.fuse()`` first (inference only)
     compile   ``torch.compile(model)`` (inference only; compiling takes minutes on a CPU)
+
+:func:`run_benchmark` is a sequence of steps that other tools reuse (the frontier tool,
+:mod:`uniconvnet.analysis.frontier`): :func:`measure_complexity_of`, :func:`time_inference` (PyTorch and runtime
+columns), :func:`time_training`, :func:`train_peak_memory_mb`, then the ratios.
 """
 import json
 import multiprocessing
@@ -16,17 +22,30 @@ import re
 import statistics
 import tempfile
 import time
-from contextlib import contextmanager, nullcontext
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence
 
 import torch
 import torch.nn as nn
 
-__all__ = ['ModelSpec', 'run_benchmark', 'format_benchmark', 'profile_inference', 'format_profile']
+from ..export import export_model
+from ..io import atomic_write
+from ..models import create_model
+from .complexity import measure_complexity
+
+__all__ = ['RUNTIMES', 'ModelSpec', 'format_benchmark', 'format_profile', 'measure_complexity_of', 'profile_inference',
+           'pytorch_column', 'run_benchmark', 'runtime_columns', 'save_report', 'time_inference', 'time_training',
+           'train_peak_memory_mb']
 
 MODES = ('plain', 'fused', 'compile')
+# deployment runtimes measured on our exports (CPU only); each one's latencies are reported as '<runtime>_ms'
+RUNTIMES = ('onnxruntime', 'openvino')
+Runner = Callable[[], Any]
+# a latency column: given the input images (on the CPU), one runner per model label
+Column = Callable[[torch.Tensor], Dict[str, Runner]]
 
 
 @dataclass(frozen=True)
@@ -55,16 +74,13 @@ class ModelSpec:
     def trainable(self) -> bool:
         return not (self.fused or self.compiled)
 
-    def context(self):
-        """Where the spec asks for the reference DCN core, route sampling there while the model runs."""
-        from ..export import reference_dcn_core
-        return reference_dcn_core() if self.plain else nullcontext()
-
-    def build(self, train: bool = False) -> nn.Module:
-        from .. import create_model
-        kwargs = {'fast_path': False} if self.plain else {}
-        model = create_model(self.name, **kwargs)
-        model.train(train)
+    def build(self, train: bool = False, device: str = 'cpu') -> nn.Module:
+        model = create_model(self.name)
+        if self.plain:
+            if not hasattr(model, 'set_dcn_backend'):
+                raise ValueError(f'{self.name} has no DCNv3 layers; drop the "plain" mode')
+            model.set_dcn_backend('torch')
+        model.to(device).train(train)
         if self.fused:
             if not hasattr(model, 'fuse'):
                 raise ValueError(f'{self.name} has no fuse(); drop the "fused" mode')
@@ -72,29 +88,55 @@ class ModelSpec:
         return torch.compile(model) if self.compiled else model
 
 
+def _check_device(device: str) -> str:
+    if device not in ('cpu', 'cuda'):
+        raise ValueError(f'unknown device {device!r}: use cpu or cuda')
+    if device == 'cuda' and not torch.cuda.is_available():
+        raise ValueError('--device cuda: no CUDA device is visible to PyTorch; use --device cpu')
+    return device
+
+
+def _synchronized(run: Runner, device: str) -> Runner:
+    """``run`` followed by a wait for the device, so that wall time covers the work it queued."""
+    if device != 'cuda':
+        return run
+
+    def synchronized() -> None:
+        run()
+        torch.cuda.synchronize()
+    return synchronized
+
+
 def _median_ms(times: List[float]) -> float:
     return statistics.median(times) * 1e3
 
 
-def _interleaved(runners: Dict[str, Callable[[], None]], contexts: Dict[str, Any], runs: int,
-                 warmup: int) -> Dict[str, float]:
+def _interleaved(runners: Mapping[Any, Runner], runs: int, warmup: int) -> Dict[Any, float]:
     """Median wall time (ms) of each runner, the runners called in turn ``runs`` times after ``warmup`` rounds."""
-    times: Dict[str, List[float]] = {label: [] for label in runners}
+    times: Dict[Any, List[float]] = {label: [] for label in runners}
     for round_index in range(warmup + runs):
         for label, run in runners.items():
-            with contexts[label]():
-                start = time.perf_counter()
-                run()
-                elapsed = time.perf_counter() - start
+            start = time.perf_counter()
+            run()
+            elapsed = time.perf_counter() - start
             if round_index >= warmup:
                 times[label].append(elapsed)
     return {label: _median_ms(t) for label, t in times.items()}
 
 
-def _complexity(name: str, image_size: int) -> Dict[str, int]:
-    """Parameters and MACs (DCN sampling separately) of the unmodified model ``name``."""
-    from .. import create_model
-    from .complexity import measure_complexity
+def _check_counts(runs: int, warmup: int, train_runs: int, batch_sizes: Sequence[int],
+                  train_batch: Optional[int]) -> None:
+    if runs < 1 or warmup < 0 or train_runs < 1:
+        raise ValueError(f'runs and train_runs must be at least 1 and warmup at least 0, got {runs}, '
+                         f'{train_runs}, {warmup}')
+    if not batch_sizes or any(b < 1 for b in batch_sizes) or (train_batch is not None and train_batch < 1):
+        raise ValueError(f'batch sizes must be positive, got {list(batch_sizes)} and train batch {train_batch}')
+
+
+# ---- step: complexity -------------------------------------------------------------------------------------------
+
+def measure_complexity_of(name: str, image_size: int) -> Dict[str, int]:
+    """Parameters and MACs (DCN sampling separately) of the unmodified model ``name``, built on the meta device."""
     try:
         model = create_model(name, device='meta').eval()
     except Exception:  # a timm model that cannot be built on the meta device
@@ -102,18 +144,107 @@ def _complexity(name: str, image_size: int) -> Dict[str, int]:
     return measure_complexity(model, (3, image_size, image_size)).as_dict()
 
 
-def _train_step_runner(model: nn.Module, batch: int, image_size: int) -> Callable[[], None]:
+# ---- step: inference latency (PyTorch and deployment runtimes) ---------------------------------------------------
+
+def pytorch_column(models: Mapping[str, nn.Module], device: str = 'cpu') -> Column:
+    """The PyTorch latency column: each model's forward on the images moved to ``device``."""
+    def runners(images: torch.Tensor) -> Dict[str, Runner]:
+        x = images.to(device)
+        return {label: _synchronized(lambda m=model: m(x), device) for label, model in models.items()}
+    return runners
+
+
+def time_inference(columns: Mapping[str, Column], batch_sizes: Sequence[int], image_size: int, runs: int,
+                   warmup: int) -> Dict[str, Dict[str, Dict[str, float]]]:
+    """Median latency (ms) of every runner of every column, per batch size, all interleaved in one loop.
+
+    Returns ``{model label: {column key: {batch: ms}}}`` (batch sizes as strings, JSON keys).
+    """
+    result: Dict[str, Dict[str, Dict[str, float]]] = {}
+    for batch in batch_sizes:
+        images = torch.randn(batch, 3, image_size, image_size)
+        runners = {(key, label): run for key, column in columns.items() for label, run in column(images).items()}
+        with torch.inference_mode():
+            latency = _interleaved(runners, runs, warmup)
+        for (key, label), ms in latency.items():
+            result.setdefault(label, {}).setdefault(key, {})[str(batch)] = ms
+    return result
+
+
+def _runtime_missing(runtime: str) -> Optional[str]:
+    """Why ``runtime`` cannot run here (its package is not installed), or None."""
+    package = {'onnxruntime': 'onnxruntime', 'openvino': 'openvino'}[runtime]
+    try:
+        __import__(package)
+    except ImportError:
+        return f'{runtime} is not installed (pip install {package})'
+    return None
+
+
+def _onnxruntime_session(path: Path, threads: int) -> Callable[[Any], Any]:
+    import onnxruntime as ort
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(path), options, providers=['CPUExecutionProvider'])
+    return lambda images: session.run(None, {'images': images})
+
+
+def _openvino_session(path: Path, threads: int) -> Callable[[Any], Any]:
+    import openvino as ov
+    # float32 throughout (OpenVINO would otherwise run bfloat16 on CPUs that have it), one stream, low latency
+    compiled = ov.Core().compile_model(str(path), 'CPU', {'INFERENCE_NUM_THREADS': threads, 'NUM_STREAMS': 1,
+                                                         'PERFORMANCE_HINT': 'LATENCY',
+                                                         'INFERENCE_PRECISION_HINT': 'f32'})
+    request = compiled.create_infer_request()
+    return lambda images: request.infer({0: images})
+
+
+# runtime -> (export format and file suffix of what it runs, how to open it)
+_SESSIONS = {'onnxruntime': ('onnx', '.onnx', _onnxruntime_session),
+             'openvino': ('openvino', '.xml', _openvino_session)}
+
+
+def runtime_columns(models: Mapping[str, nn.Module], runtimes: Sequence[str], image_size: int, threads: int,
+                    folder: Path) -> Dict[str, Column]:
+    """One latency column per runtime (report key ``<runtime>_ms``), each on our export of every model for it."""
+    sessions: Dict[str, Dict[str, Callable[[Any], Any]]] = {runtime: {} for runtime in runtimes}
+    for label, model in models.items():
+        for runtime in runtimes:
+            format, suffix, open_session = _SESSIONS[runtime]
+            path = export_model(model, folder / f'{re.sub(r"[^A-Za-z0-9_]", "_", label)}{suffix}', format,
+                                (image_size, image_size))
+            sessions[runtime][label] = open_session(path, threads)
+
+    def column(runtime: str) -> Column:
+        def runners(images: torch.Tensor) -> Dict[str, Runner]:
+            array = images.numpy()
+            return {label: (lambda s=session: s(array)) for label, session in sessions[runtime].items()}
+        return runners
+    return {f'{runtime}_ms': column(runtime) for runtime in runtimes}
+
+
+# ---- step: training ----------------------------------------------------------------------------------------------
+
+def _train_step_runner(model: nn.Module, batch: int, image_size: int, device: str = 'cpu') -> Runner:
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    images = torch.randn(batch, 3, image_size, image_size)
+    images = torch.randn(batch, 3, image_size, image_size, device=device)
     num_classes = getattr(model, 'num_classes', 1000)
-    targets = torch.randint(0, max(num_classes, 1), (batch,))
+    targets = torch.randint(0, max(num_classes, 1), (batch,), device=device)
     loss_fn = nn.CrossEntropyLoss()
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
         loss_fn(model(images), targets).backward()
         optimizer.step()
-    return step
+    return _synchronized(step, device)
+
+
+def time_training(specs: Sequence[ModelSpec], batch: int, image_size: int, runs: int,
+                  device: str = 'cpu') -> Dict[str, float]:
+    """Median time (ms) of a training step (forward, backward, AdamW) of each spec, interleaved, after one warm-up."""
+    steps = {s.label: _train_step_runner(s.build(train=True, device=device), batch, image_size, device) for s in specs}
+    return _interleaved(steps, runs, 1)
 
 
 def _rss_mb(field: str) -> float:
@@ -121,42 +252,64 @@ def _rss_mb(field: str) -> float:
     return int(re.search(rf'{field}:\s+(\d+)', status).group(1)) / 1024
 
 
-def _train_peak_memory_worker(spec: ModelSpec, batch: int, image_size: int, threads: Optional[int]) -> float:
+def _train_peak_memory_worker(spec: ModelSpec, batch: int, image_size: int, threads: Optional[int],
+                              device: str) -> float:
     if threads:
         torch.set_num_threads(threads)
+    if device == 'cuda':
+        model = spec.build(train=True, device=device)
+        step = _train_step_runner(model, batch, image_size, device)
+        step()  # gradients and optimizer state now exist
+        torch.cuda.reset_peak_memory_stats()
+        step()
+        return torch.cuda.max_memory_allocated() / 2 ** 20
     start = _rss_mb('VmRSS')
     model = spec.build(train=True)
     step = _train_step_runner(model, batch, image_size)
-    with spec.context():
-        step()  # gradients and optimizer state now exist
-        Path('/proc/self/clear_refs').write_text('5')  # reset the peak resident size to the current one
-        step()
+    step()
+    Path('/proc/self/clear_refs').write_text('5')  # reset the peak resident size to the current one
+    step()
     return _rss_mb('VmHWM') - start
 
 
-def train_peak_memory_mb(spec: ModelSpec, batch: int, image_size: int, threads: Optional[int] = None) -> float:
-    """Peak resident memory of a training step above the process's size before the model was built (MB).
+def train_peak_memory_mb(spec: ModelSpec, batch: int, image_size: int, threads: Optional[int] = None,
+                         device: str = 'cpu') -> float:
+    """Peak memory of a training step (MB), measured in a fresh process.
 
-    Includes weights, gradients, AdamW state, activations and allocator slack; measured in a fresh process
-    (Linux only: it reads and resets the kernel's peak-RSS counter).
+    On the CPU: resident memory above the process's size before the model was built, including weights,
+    gradients, AdamW state, activations and allocator slack (Linux only: it reads and resets the kernel's
+    peak-RSS counter). On CUDA: the peak of ``torch.cuda.max_memory_allocated`` during the step.
     """
-    context = multiprocessing.get_context('spawn')
-    with context.Pool(1) as pool:
-        return pool.apply(_train_peak_memory_worker, (spec, batch, image_size, threads))
+    # a process pool whose worker may die (killed for memory) raises BrokenProcessPool instead of hanging
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context('spawn')) as pool:
+        return pool.submit(_train_peak_memory_worker, spec, batch, image_size, threads, device).result()
 
 
-def _onnxruntime_sessions(models: Dict[str, nn.Module], image_size: int, threads: int, folder: Path) -> Dict[str, Any]:
-    import onnxruntime as ort
-    from ..export import export_model
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    sessions = {}
-    for label, model in models.items():
-        path = export_model(model, folder / f'{re.sub(r"[^A-Za-z0-9_]", "_", label)}.onnx', 'onnx',
-                            (image_size, image_size))
-        sessions[label] = ort.InferenceSession(str(path), options, providers=['CPUExecutionProvider'])
-    return sessions
+# ---- the whole benchmark -----------------------------------------------------------------------------------------
+
+def _specs_with_reference(models: Sequence[str], reference: str) -> List[ModelSpec]:
+    specs = [ModelSpec.parse(m) for m in models]
+    reference_spec = ModelSpec.parse(reference)
+    if reference_spec.label not in [s.label for s in specs]:
+        specs.insert(0, reference_spec)
+    return specs
+
+
+def _usable_runtimes(runtimes: Sequence[str], device: str, log: Callable[[str], None]) -> List[str]:
+    unknown = [r for r in runtimes if r not in RUNTIMES]
+    if unknown:
+        raise ValueError(f'unknown runtime(s) {", ".join(unknown)}; choose from: {", ".join(RUNTIMES)}')
+    if runtimes and device != 'cpu':
+        log(f'{", ".join(runtimes)}: CPU runtimes, skipped on {device}')
+        return []
+    usable = []
+    for runtime in runtimes:
+        reason = _runtime_missing(runtime)
+        if reason:
+            log(f'{reason}: skipping its latency')
+        else:
+            usable.append(runtime)
+    return usable
 
 
 def run_benchmark(
@@ -169,85 +322,63 @@ def run_benchmark(
         warmup: int = 3,
         train_runs: int = 5,
         threads: Optional[int] = None,
-        onnxruntime: bool = True,
+        runtimes: Sequence[str] = RUNTIMES,
         memory: bool = True,
+        device: str = 'cpu',
         log: Callable[[str], None] = lambda message: None,
 ) -> Dict[str, Any]:
     """Measure ``models`` (specs, see the module docstring) and ``reference`` side by side.
 
     Returns a JSON-ready dict: settings, and per model its parameters, MACs, inference latency (median ms) and
-    throughput per batch size, training-step time and peak memory at ``train_batch`` (``None`` to skip),
-    onnxruntime latency per batch size (when installed and ``onnxruntime``), and ratios against the reference.
+    throughput per batch size, the latency of each of ``runtimes`` that is installed (``onnxruntime_ms``,
+    ``openvino_ms``; CPU only), training-step time and peak memory at ``train_batch`` (``None`` to skip), and
+    ratios against the reference.
     """
-    if runs < 1 or warmup < 0 or train_runs < 1:
-        raise ValueError(f'runs and train_runs must be at least 1 and warmup at least 0, got {runs}, '
-                         f'{train_runs}, {warmup}')
-    if any(b < 1 for b in batch_sizes) or (train_batch is not None and train_batch < 1):
-        raise ValueError(f'batch sizes must be positive, got {list(batch_sizes)} and train batch {train_batch}')
-    specs = [ModelSpec.parse(m) for m in models]
-    reference_spec = ModelSpec.parse(reference)
-    if reference_spec.label not in [s.label for s in specs]:
-        specs.insert(0, reference_spec)
+    _check_counts(runs, warmup, train_runs, batch_sizes, train_batch)
+    device = _check_device(device)
+    specs = _specs_with_reference(models, reference)
     if threads:
         torch.set_num_threads(threads)
     threads = torch.get_num_threads()
-    contexts = {s.label: s.context for s in specs}
     report: Dict[str, Any] = {
         'settings': dict(image_size=image_size, batch_sizes=list(batch_sizes), train_batch=train_batch, runs=runs,
-                         warmup=warmup, train_runs=train_runs, threads=threads, reference=reference_spec.label,
-                         torch=torch.__version__, dtype='float32'),
+                         warmup=warmup, train_runs=train_runs, threads=threads,
+                         reference=ModelSpec.parse(reference).label,
+                         torch=torch.__version__, dtype='float32', device=device),
         'models': {s.label: {} for s in specs},
     }
     rows = report['models']
 
     log('complexity')
     for spec in specs:
-        rows[spec.label].update(_complexity(spec.name, image_size))
+        rows[spec.label].update(measure_complexity_of(spec.name, image_size))
 
     log('building models')
-    inference = {s.label: s.build(train=False) for s in specs}
-    for batch in batch_sizes:
-        log(f'inference, batch {batch}')
-        images = torch.randn(batch, 3, image_size, image_size)
-        runners = {label: (lambda m=model: m(images)) for label, model in inference.items()}
-        with torch.inference_mode():
-            latency = _interleaved(runners, contexts, runs, warmup)
-        for label, ms in latency.items():
-            rows[label].setdefault('latency_ms', {})[str(batch)] = ms
-            rows[label].setdefault('images_per_s', {})[str(batch)] = batch / ms * 1e3
-
-    if onnxruntime:
-        try:
-            import onnxruntime  # noqa: F401
-        except ImportError:
-            onnxruntime = False
-            log('onnxruntime is not installed: skipping its latency')
-    if onnxruntime:
-        exportable = {s.label: inference[s.label] for s in specs if not s.compiled}
-        with tempfile.TemporaryDirectory() as folder:
-            log('exporting to ONNX')
-            sessions = _onnxruntime_sessions(exportable, image_size, threads, Path(folder))
-            for batch in batch_sizes:
-                log(f'onnxruntime, batch {batch}')
-                feed = {'images': torch.randn(batch, 3, image_size, image_size).numpy()}
-                runners = {label: (lambda s=session: s.run(None, feed)) for label, session in sessions.items()}
-                latency = _interleaved(runners, {label: nullcontext for label in runners}, runs, warmup)
-                for label, ms in latency.items():
-                    rows[label].setdefault('onnxruntime_ms', {})[str(batch)] = ms
-    del inference
+    inference = {s.label: s.build(train=False, device=device) for s in specs}
+    columns = {'latency_ms': pytorch_column(inference, device)}
+    with tempfile.TemporaryDirectory() as folder:
+        usable = _usable_runtimes(runtimes, device, log)
+        if usable:
+            log(f'exporting for {", ".join(usable)}')
+            exportable = {s.label: inference[s.label] for s in specs if not s.compiled}
+            columns.update(runtime_columns(exportable, usable, image_size, threads, Path(folder)))
+        log(f'inference, batch {", ".join(map(str, batch_sizes))}: {", ".join(columns)}')
+        for label, measured in time_inference(columns, batch_sizes, image_size, runs, warmup).items():
+            rows[label].update(measured)
+    del inference, columns
+    for row in rows.values():
+        row['images_per_s'] = {b: int(b) / ms * 1e3 for b, ms in row['latency_ms'].items()}
 
     if train_batch:
         trainable = [s for s in specs if s.trainable]
         log(f'training steps, batch {train_batch}')
-        steps = {s.label: _train_step_runner(s.build(train=True), train_batch, image_size) for s in trainable}
-        step_ms = _interleaved(steps, contexts, train_runs, 1)
-        del steps
-        for label, ms in step_ms.items():
+        for label, ms in time_training(trainable, train_batch, image_size, train_runs, device).items():
             rows[label]['train_step_ms'] = ms
         if memory:
             for spec in trainable:
                 log(f'peak training memory, {spec.label}')
-                rows[spec.label]['train_peak_mb'] = train_peak_memory_mb(spec, train_batch, image_size, threads)
+                rows[spec.label]['train_peak_mb'] = train_peak_memory_mb(spec, train_batch, image_size, threads,
+                                                                         device)
 
     _add_ratios(report)
     return report
@@ -257,10 +388,11 @@ def _add_ratios(report: Dict[str, Any]) -> None:
     """Ratios against the reference: absolute, and per MAC (time per multiply-accumulate)."""
     rows = report['models']
     ref = rows[report['settings']['reference']]
+    latency_keys = ['latency_ms'] + [f'{runtime}_ms' for runtime in RUNTIMES]
     for row in rows.values():
         per_mac = ref['total_macs'] / row['total_macs']
         ratios: Dict[str, Any] = {}
-        for key in ('latency_ms', 'onnxruntime_ms'):
+        for key in latency_keys:
             if key in row and key in ref:
                 ratios[key] = {b: row[key][b] / ref[key][b] for b in row[key] if b in ref[key]}
                 ratios[key + '_per_mac'] = {b: r * per_mac for b, r in ratios[key].items()}
@@ -269,9 +401,10 @@ def _add_ratios(report: Dict[str, Any]) -> None:
             ratios['train_step_ms_per_mac'] = ratios['train_step_ms'] * per_mac
         if 'train_peak_mb' in row and 'train_peak_mb' in ref:
             ratios['train_peak_mb'] = row['train_peak_mb'] / ref['train_peak_mb']
-        if 'onnxruntime_ms' in row:
-            ratios['onnxruntime_vs_eager'] = {b: row['onnxruntime_ms'][b] / row['latency_ms'][b]
-                                              for b in row['onnxruntime_ms']}
+        for runtime in RUNTIMES:
+            if f'{runtime}_ms' in row:
+                ratios[f'{runtime}_vs_eager'] = {b: ms / row['latency_ms'][b]
+                                                 for b, ms in row[f'{runtime}_ms'].items()}
         row['ratios'] = ratios
 
 
@@ -280,7 +413,7 @@ def _fmt(value: Optional[float], digits: int = 1) -> str:
 
 
 def format_benchmark(report: Dict[str, Any]) -> str:
-    """Markdown tables (inference, onnxruntime, training) of a :func:`run_benchmark` report."""
+    """Markdown tables (inference, each runtime, training) of a :func:`run_benchmark` report."""
     settings, rows = report['settings'], report['models']
     batches = [str(b) for b in settings['batch_sizes']]
     ref = settings['reference']
@@ -299,17 +432,20 @@ def format_benchmark(report: Dict[str, Any]) -> str:
             cells += [_fmt(row['latency_ms'].get(b)), _fmt(row['images_per_s'].get(b)), _fmt(r.get(b), 2),
                       _fmt(row['ratios'].get('latency_ms_per_mac', {}).get(b), 2)]
         lines.append('| ' + ' | '.join(cells) + ' |')
-    if any('onnxruntime_ms' in row for row in rows.values()):
-        lines += ['', '| model (onnxruntime) | ' + ' | '.join(f'ms @ b{b} | vs eager @ b{b} | per MAC vs ref @ b{b}'
-                                                          for b in batches) + ' |',
+    for runtime in RUNTIMES:
+        key = f'{runtime}_ms'
+        if not any(key in row for row in rows.values()):
+            continue
+        lines += ['', f'| model ({runtime}) | ' + ' | '.join(f'ms @ b{b} | vs eager @ b{b} | per MAC vs ref @ b{b}'
+                                                           for b in batches) + ' |',
                   '|---|' + '---:|' * (3 * len(batches))]
         for label, row in rows.items():
-            if 'onnxruntime_ms' in row:
+            if key in row:
                 r = row['ratios']
                 cells = [f'`{label}`']
                 for b in batches:
-                    cells += [_fmt(row['onnxruntime_ms'].get(b)), _fmt(r['onnxruntime_vs_eager'].get(b), 2),
-                              _fmt(r.get('onnxruntime_ms_per_mac', {}).get(b), 2)]
+                    cells += [_fmt(row[key].get(b)), _fmt(r[f'{runtime}_vs_eager'].get(b), 2),
+                              _fmt(r.get(f'{key}_per_mac', {}).get(b), 2)]
                 lines.append('| ' + ' | '.join(cells) + ' |')
     if any('train_step_ms' in row for row in rows.values()):
         lines += ['', f"| model (training, batch {settings['train_batch']}) | step ms | vs ref | per MAC | "
@@ -351,7 +487,7 @@ def profile_inference(spec: str, batch: int = 1, image_size: int = 224, runs: in
     model_spec = ModelSpec.parse(spec)
     model = model_spec.build(train=False)
     images = torch.randn(batch, 3, image_size, image_size)
-    with torch.inference_mode(), model_spec.context():
+    with torch.inference_mode():
         model(images)
         with _profiled() as prof:
             for _ in range(runs):
@@ -390,5 +526,4 @@ def format_profile(profile: Dict[str, Any]) -> str:
 
 def save_report(report: Dict[str, Any], path) -> Path:
     """Write a report as JSON, atomically."""
-    from ..checkpoints import _atomic_write
-    return _atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(report, indent=2)))
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(report, indent=2)))

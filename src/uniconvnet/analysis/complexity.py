@@ -14,6 +14,7 @@ import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from ..layers import DCNv3
+from ..models import VARIANTS, create_model
 
 __all__ = ['ModelComplexity', 'count_parameters', 'measure_complexity', 'variants_table', 'format_variants_table']
 
@@ -58,8 +59,8 @@ def measure_complexity(model: nn.Module, input_size: Tuple[int, int, int] = (3, 
 
 def variants_table(image_size: int = 224, names: Sequence[str] = ()) -> List[Dict[str, object]]:
     """One row per UniConvNet variant: parameters and MACs at ``image_size`` (1000 classes)."""
-    from .. import create_model
-    from ..models import VARIANTS
+    if image_size < 1:
+        raise ValueError(f'image size (--size) must be at least 1, got {image_size}')
     unknown = [n for n in names if n not in VARIANTS]
     if unknown:
         raise ValueError(f'unknown variant(s) {", ".join(unknown)}; valid: {", ".join(VARIANTS)}')

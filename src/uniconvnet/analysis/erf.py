@@ -208,63 +208,91 @@ def _check_map(out, stage: Stage, name: str) -> torch.Tensor:
     return out
 
 
-def _feature_extractor(model: ModelLike, stages: Sequence[Stage]) -> Callable[[torch.Tensor], List[torch.Tensor]]:
-    """A function from an input batch to the NCHW maps of ``stages``, computed in one forward pass."""
-    name = _model_name(model)
-    if not isinstance(model, nn.Module):
-        if not callable(model):
-            raise ValueError(f'expected an nn.Module or a callable returning an NCHW map, got {type(model).__name__}')
-        if any(s is not None for s in stages):
-            raise ValueError('a plain callable gives one map: stages and layer names need an nn.Module')
-        return lambda x: [_check_map(model(x), None, name)]
+def _final_map(model: nn.Module, out):
+    """The model's last map as NCHW: timm models with ``output_fmt='NHWC'`` (e.g. Swin) give NHWC features."""
+    if str(getattr(model, 'output_fmt', 'NCHW')) == 'NHWC' and isinstance(out, torch.Tensor) and out.dim() == 4:
+        return out.permute(0, 3, 1, 2)
+    return out
 
+
+def _last_stage_map(model: nn.Module, x: torch.Tensor):
+    """The last stage before pooling: ``forward_features``, else the output (a features_only model's last level)."""
+    if hasattr(model, 'forward_features'):
+        return _final_map(model, model.forward_features(x))
+    out = model(x)
+    levels = _as_list(out)
+    return levels[-1] if levels else out
+
+
+def _stage_maps(model: nn.Module, x: torch.Tensor, stage_index: Dict[int, int], with_final: bool, name: str
+                ) -> Dict[Stage, torch.Tensor]:
+    """The maps of the numbered stages (and the last stage when ``with_final``), from one forward pass.
+
+    Through ``forward_intermediates`` where the model has it (it stops after the deepest stage asked for), else
+    from the list of levels a features_only model returns.
+    """
+    taken: Dict[Stage, torch.Tensor] = {}
+    if hasattr(model, 'forward_intermediates'):
+        indices = sorted(set(stage_index.values()))
+        out = model.forward_intermediates(x, indices=indices, intermediates_only=not with_final,
+                                          stop_early=not with_final)
+        final, levels = out if with_final else (None, out)
+        taken.update({s: levels[indices.index(i)] for s, i in stage_index.items()})
+        if with_final:
+            taken[None] = _final_map(model, final)
+        return taken
+    levels = _as_list(model(x))
+    if levels is None:
+        raise ValueError(f'{name} lists feature levels but neither has forward_intermediates nor returns a list '
+                         f'of them; create it with features_only=True')
+    taken.update({s: levels[i] for s, i in stage_index.items()})
+    if with_final:
+        taken[None] = levels[-1]
+    return taken
+
+
+def _check_layer_names(model: nn.Module, layers: Sequence[str], name: str) -> Dict[str, nn.Module]:
     modules = dict(model.named_modules())
-    layers = [s for s in stages if isinstance(s, str)]
     for layer in layers:
         if layer not in modules:
             examples = ', '.join(n for n in list(modules)[1:6])
             raise ValueError(f'{name} has no submodule named {layer!r} (names look like: {examples})')
-    stage_index = {s: resolve_stage(model, s) for s in stages if isinstance(s, int)}
-    need_final = None in stages
-    nhwc = str(getattr(model, 'output_fmt', 'NCHW')) == 'NHWC'
+    return {layer: modules[layer] for layer in layers}
 
-    def final_map(out) -> torch.Tensor:
-        if nhwc and isinstance(out, torch.Tensor) and out.dim() == 4:
-            out = out.permute(0, 3, 1, 2)  # e.g. timm's Swin: forward_features is NHWC
-        return out
+
+def _callable_extractor(fn: Callable, stages: Sequence[Stage], name: str
+                        ) -> Callable[[torch.Tensor], List[torch.Tensor]]:
+    if not callable(fn):
+        raise ValueError(f'expected an nn.Module or a callable returning an NCHW map, got {type(fn).__name__}')
+    if any(s is not None for s in stages):
+        raise ValueError('a plain callable gives one map: stages and layer names need an nn.Module')
+    return lambda x: [_check_map(fn(x), None, name)]
+
+
+def _feature_extractor(model: ModelLike, stages: Sequence[Stage]) -> Callable[[torch.Tensor], List[torch.Tensor]]:
+    """A function from an input batch to the NCHW maps of ``stages``, computed in one forward pass.
+
+    Numbered stages come from the model's feature levels, named layers from forward hooks, and None (the last
+    stage) from ``forward_features``; one forward pass serves them all.
+    """
+    name = _model_name(model)
+    if not isinstance(model, nn.Module):
+        return _callable_extractor(model, stages, name)
+    layers = _check_layer_names(model, [s for s in stages if isinstance(s, str)], name)
+    stage_index = {s: resolve_stage(model, s) for s in stages if isinstance(s, int)}
+    with_final = None in stages
 
     def extract(x: torch.Tensor) -> List[torch.Tensor]:
         taken: Dict[Stage, torch.Tensor] = {}
-        hooks = [modules[layer].register_forward_hook(
-            lambda _m, _i, out, layer=layer: taken.__setitem__(layer, out)) for layer in layers]
+        hooks = [module.register_forward_hook(lambda _m, _i, out, layer=layer: taken.__setitem__(layer, out))
+                 for layer, module in layers.items()]
         try:
-            if stage_index and hasattr(model, 'forward_intermediates'):
-                indices = sorted(set(stage_index.values()))
-                out = model.forward_intermediates(x, indices=indices, intermediates_only=not need_final,
-                                                  stop_early=not need_final)
-                final, levels = out if need_final else (None, out)
-                for s, i in stage_index.items():
-                    taken[s] = levels[indices.index(i)]
-                if need_final:
-                    taken[None] = final_map(final)
-            elif stage_index:
-                levels = _as_list(model(x))
-                if levels is None:
-                    raise ValueError(f'{name} lists feature levels but neither has forward_intermediates nor '
-                                     f'returns a list of them; create it with features_only=True')
-                for s, i in stage_index.items():
-                    taken[s] = levels[i]
-                if need_final:
-                    taken[None] = levels[-1]
-            elif need_final:
-                if hasattr(model, 'forward_features'):
-                    taken[None] = final_map(model.forward_features(x))
-                else:
-                    out = model(x)
-                    levels = _as_list(out)  # features_only models return a list: the last level
-                    taken[None] = levels[-1] if levels else out
+            if stage_index:
+                taken.update(_stage_maps(model, x, stage_index, with_final, name))
+            elif with_final:
+                taken[None] = _last_stage_map(model, x)
             else:
-                model(x)
+                model(x)  # named layers only: the hooks take them
         finally:
             for hook in hooks:
                 hook.remove()
@@ -344,6 +372,109 @@ def _model_device(model: ModelLike) -> torch.device:
     return torch.device('cpu')
 
 
+class _NoBar:
+    def update(self, n: int) -> None:
+        pass
+
+
+@contextmanager
+def _progress_bar(show: bool, total: int, desc: str) -> Iterator[object]:
+    """A tqdm bar over images when ``show`` and tqdm is installed; else one that shows nothing."""
+    bar = None
+    if show:
+        try:
+            from tqdm.auto import tqdm
+            bar = tqdm(total=total, desc=desc, unit='img', leave=True)
+        except ImportError:
+            pass
+    try:
+        yield bar if bar is not None else _NoBar()
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _first_forward(extract: Callable[[torch.Tensor], List[torch.Tensor]], x: torch.Tensor, name: str
+                   ) -> List[torch.Tensor]:
+    """The first batch's maps; a model that fails on this input size says so, with the size to use."""
+    try:
+        return extract(x)
+    except (RuntimeError, AssertionError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        size_hw = f'{x.shape[-2]}x{x.shape[-1]}'
+        if isinstance(e, AssertionError):  # timm's input-size checks, e.g. a ViT built for 224x224
+            raise ValueError(f'{name} refused a {size_hw} input ({first}); use an input size the model '
+                             f'accepts, or create it with dynamic_img_size=True / another img_size') from e
+        if min(x.shape[-2:]) < 224:
+            raise ValueError(f'{name} failed on a {size_hw} input ({first}); the input is probably too '
+                             f'small for the model: use a larger size (the paper uses 1024)') from e
+        raise
+
+
+def _check_map_sizes(maps: Sequence[torch.Tensor], stages: Sequence[Stage], x: torch.Tensor, name: str
+                     ) -> List[Tuple[int, int, int]]:
+    """``(C, h, w)`` of each map; a map too small to have a centre with neighbours names the input size to use."""
+    shapes = []
+    for s, fmap in zip(stages, maps):
+        h, w = fmap.shape[-2:]
+        if min(h, w) < MIN_MAP_SIDE:
+            stride = max(round(x.shape[-2] / h), round(x.shape[-1] / w), 1)
+            raise ValueError(f'input size {x.shape[-2]}x{x.shape[-1]} is too small for {name}: {_where(s)} is a '
+                             f'{h}x{w} map (stride {stride}) and the ERF needs at least {MIN_MAP_SIDE}x'
+                             f'{MIN_MAP_SIDE} (a centre with neighbours); use size >= {MIN_MAP_SIDE * stride} (the '
+                             f'paper uses 1024)')
+        shapes.append(tuple(int(d) for d in fmap.shape[1:]))
+    return shapes
+
+
+def _input_gradients(maps: Sequence[torch.Tensor], stages: Sequence[Stage], x: torch.Tensor, name: str
+                     ) -> List[torch.Tensor]:
+    """``ReLU(d score / d x)`` summed over colour channels, (N, H, W), for each map.
+
+    Maps that are the same tensor (the last stage asked for twice, as a number and as None) share one backward
+    pass; the graph is kept until the last one.
+    """
+    first_of: Dict[int, int] = {}
+    for j, fmap in enumerate(maps):
+        first_of.setdefault(id(fmap), j)
+    unique = sorted(set(first_of.values()))
+    grads: Dict[int, torch.Tensor] = {}
+    for n, j in enumerate(unique):
+        fmap = maps[j]
+        h, w = fmap.shape[-2:]
+        score = F.relu(fmap[:, :, h // 2, w // 2]).sum()
+        if not score.requires_grad:
+            raise ValueError(f'{_where(stages[j])} of {name} does not depend on the input image')
+        x.grad = None
+        score.backward(retain_graph=n < len(unique) - 1)
+        grads[j] = F.relu(x.grad).sum(1).double()
+    return [grads[first_of[id(fmap)]] for fmap in maps]
+
+
+class _GradientSums:
+    """Per-map sums of the input gradients over images; images whose gradient is not finite are counted apart."""
+
+    def __init__(self, count: int):
+        self.sums: List[Optional[torch.Tensor]] = [None] * count
+        self.used, self.skipped = [0] * count, [0] * count
+
+    def add(self, grads: Sequence[torch.Tensor]) -> None:
+        for j, g in enumerate(grads):
+            finite = torch.isfinite(g).flatten(1).all(1)
+            self.used[j] += int(finite.sum())
+            self.skipped[j] += int((~finite).sum())
+            part = g[finite].sum(0).cpu()
+            self.sums[j] = part if self.sums[j] is None else self.sums[j] + part
+
+    def erf(self, j: int, stage: Stage, feature_shape: Tuple[int, int, int], seconds: float, name: str) -> ErfMap:
+        """The mean map of map ``j``; all images non-finite is an error that says what to check."""
+        if self.used[j] == 0:
+            raise ValueError(f'all {self.skipped[j]} images gave NaN or inf gradients for {_where(stage)} of '
+                             f'{name}; check the weights (a broken checkpoint?) or run in float32')
+        return ErfMap((self.sums[j] / self.used[j]).numpy(), stage, self.used[j], self.skipped[j], feature_shape,
+                      seconds)
+
+
 def erf_maps(
         model: ModelLike,
         images: Images = None,
@@ -392,79 +523,22 @@ def erf_maps(
         model.to(device)
     extract = _feature_extractor(model, stages)
     total, batches = _input_batches(images, model, size, num_images, seed, mean, std, batch_size)
-    sums: List[Optional[torch.Tensor]] = [None] * len(stages)
-    used, skipped = [0] * len(stages), [0] * len(stages)
+    sums = _GradientSums(len(stages))
     feature_shapes: List[Tuple[int, int, int]] = [(0, 0, 0)] * len(stages)
-    bar = None
-    if progress:
-        try:
-            from tqdm.auto import tqdm
-            bar = tqdm(total=total, desc=desc or name, unit='img', leave=True)
-        except ImportError:
-            pass
     start = time.perf_counter()
-    with _measuring(model, grad_checkpointing):
+    with _measuring(model, grad_checkpointing), _progress_bar(progress, total, desc or name) as bar:
         for batch_index, batch in enumerate(batches):
             x = batch.to(device=device, dtype=torch.float32).requires_grad_(True)
-            try:
-                maps = extract(x)
-            except (RuntimeError, AssertionError) as e:
-                if batch_index > 0:
-                    raise
-                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-                size_hw = f'{x.shape[-2]}x{x.shape[-1]}'
-                if isinstance(e, AssertionError):  # timm's input-size checks, e.g. a ViT built for 224x224
-                    raise ValueError(f'{name} refused a {size_hw} input ({first}); use an input size the model '
-                                     f'accepts, or create it with dynamic_img_size=True / another img_size') from e
-                if min(x.shape[-2:]) < 224:
-                    raise ValueError(f'{name} failed on a {size_hw} input ({first}); the input is probably too '
-                                     f'small for the model: use a larger size (the paper uses 1024)') from e
-                raise
             if batch_index == 0:
-                for j, (s, fmap) in enumerate(zip(stages, maps)):
-                    h, w = fmap.shape[-2:]
-                    if min(h, w) < MIN_MAP_SIDE:
-                        stride = max(round(x.shape[-2] / h), round(x.shape[-1] / w), 1)
-                        raise ValueError(f'input size {x.shape[-2]}x{x.shape[-1]} is too small for {name}: '
-                                         f'{_where(s)} is a {h}x{w} map (stride {stride}) and the ERF needs at '
-                                         f'least {MIN_MAP_SIDE}x{MIN_MAP_SIDE} (a centre with neighbours); use '
-                                         f'size >= {MIN_MAP_SIDE * stride} (the paper uses 1024)')
-                    feature_shapes[j] = tuple(int(d) for d in fmap.shape[1:])
-            # stages that are the same tensor (the last stage and the final output) share one backward pass
-            first_of: Dict[int, int] = {}
-            for j, fmap in enumerate(maps):
-                first_of.setdefault(id(fmap), j)
-            unique = sorted(set(first_of.values()))
-            grads: Dict[int, torch.Tensor] = {}
-            for n, j in enumerate(unique):
-                fmap = maps[j]
-                h, w = fmap.shape[-2:]
-                score = F.relu(fmap[:, :, h // 2, w // 2]).sum()
-                if not score.requires_grad:
-                    raise ValueError(f'{_where(stages[j])} of {name} does not depend on the input image')
-                x.grad = None
-                score.backward(retain_graph=n < len(unique) - 1)
-                grads[j] = F.relu(x.grad).sum(1).double()  # (N, H, W)
-            for j, fmap in enumerate(maps):
-                g = grads[first_of[id(fmap)]]
-                finite = torch.isfinite(g).flatten(1).all(1)
-                used[j] += int(finite.sum())
-                skipped[j] += int((~finite).sum())
-                part = g[finite].sum(0).cpu()
-                sums[j] = part if sums[j] is None else sums[j] + part
-            del maps, grads, x
-            if bar is not None:
-                bar.update(len(batch))
-    if bar is not None:
-        bar.close()
+                maps = _first_forward(extract, x, name)
+                feature_shapes = _check_map_sizes(maps, stages, x, name)
+            else:
+                maps = extract(x)
+            sums.add(_input_gradients(maps, stages, x, name))
+            del maps, x
+            bar.update(len(batch))
     seconds = (time.perf_counter() - start) / max(total, 1)
-    results: Dict[Stage, ErfMap] = {}
-    for j, s in enumerate(stages):
-        if used[j] == 0:
-            raise ValueError(f'all {skipped[j]} images gave NaN or inf gradients for {_where(s)} of {name}; '
-                             f'check the weights (a broken checkpoint?) or run in float32')
-        results[s] = ErfMap((sums[j] / used[j]).numpy(), s, used[j], skipped[j], feature_shapes[j], seconds)
-    return results
+    return {s: sums.erf(j, s, feature_shapes[j], seconds, name) for j, s in enumerate(stages)}
 
 
 def erf_map(

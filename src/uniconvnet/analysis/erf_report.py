@@ -12,15 +12,17 @@ import math
 import platform
 import resource
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 
+from ..io import atomic_write, atomic_write_text
 from .agd import AGD_MIN_MONOTONICITY, AGD_MIN_R2
 from .erf import DEFAULT_THRESHOLDS, ErfMap, ModelLike, Stage, erf_maps, resolve_stage
-from .images import load_images
+from .images import NamedImage, load_images
 
 __all__ = ['erf_report', 'format_erf_markdown', 'peak_rss_mb', 'summarize_erf']
 
@@ -113,6 +115,71 @@ def format_erf_markdown(report: Dict[str, Any]) -> str:
     return '\n'.join(lines) + '\n'
 
 
+@dataclass
+class _Measured:
+    """One model's entry in ``erf.json`` and what goes into the figures and ``erf_maps.npz``."""
+    entry: Dict[str, Any]
+    main_panel: Tuple[str, np.ndarray]
+    stage_row: List[Tuple[str, Optional[np.ndarray]]] = field(default_factory=list)
+    raw: Dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def _split_stages(model: ModelLike, stages: Sequence[int]) -> Tuple[List[int], Dict[int, str]]:
+    """The stages ``model`` has, and for each one it lacks the reason (reported as not available)."""
+    available: List[int] = []
+    missing: Dict[int, str] = {}
+    for k in stages:
+        try:
+            resolve_stage(model, k)
+            available.append(k)
+        except ValueError as e:
+            missing[k] = str(e)
+    return available, missing
+
+
+def _measure(name: str, model: ModelLike, images: Sequence[NamedImage], stage: Stage, stages: Sequence[int],
+             thresholds: Sequence[float], weights: str, **erf_options: Any) -> _Measured:
+    """The ERFs of ``stage`` and of each of ``stages`` of one model, from one pass over the images."""
+    available, missing = _split_stages(model, stages)
+    maps = erf_maps(model, images, [stage, *available], desc=name, **erf_options)
+    main = maps[stage]
+    measured = _Measured(
+        entry=dict(weights=weights, seconds_per_image=main.seconds_per_image, peak_rss_mb=peak_rss_mb(),
+                   erf=summarize_erf(main, thresholds)),
+        main_panel=(name, main.log_scaled()),
+        raw={name: main.map.astype(np.float32)})
+    if stages:
+        measured.entry['stages'] = {}
+    for k in stages:
+        title = f'{name} stage {k}'
+        if k in missing:
+            measured.entry['stages'][f'stage{k}'] = dict(available=False, reason=missing[k])
+            measured.stage_row.append((title, None))
+        else:
+            measured.entry['stages'][f'stage{k}'] = summarize_erf(maps[k], thresholds)
+            measured.raw[f'{name}/stage{k}'] = maps[k].map.astype(np.float32)
+            measured.stage_row.append((title, maps[k].log_scaled()))
+    return measured
+
+
+def _write_report(out_dir: Path, report: Dict[str, Any], measured: Sequence[_Measured], panel_px: int) -> None:
+    """``erf.png``, ``erf_stages.png``, ``erf.json``, ``erf.md`` and ``erf_maps.npz``, each written atomically."""
+    from .plots import plot_erf_grid
+    plot_erf_grid([[m.main_panel for m in measured]], out_dir / 'erf.png', panel_px=panel_px)
+    stage_rows = [m.stage_row for m in measured if m.stage_row]
+    if stage_rows:
+        plot_erf_grid(stage_rows, out_dir / 'erf_stages.png', panel_px=panel_px)
+    atomic_write_text(out_dir / 'erf.json', json.dumps(_json_safe(report), indent=1) + '\n')
+    atomic_write_text(out_dir / 'erf.md', format_erf_markdown(report))
+    raw = {key: value for m in measured for key, value in m.raw.items()}
+
+    def save_maps(tmp: str) -> None:
+        with open(tmp, 'wb') as f:  # a file object: given a name, numpy would append '.npz' to the temporary one
+            np.savez_compressed(f, **raw)
+
+    atomic_write(out_dir / 'erf_maps.npz', save_maps)
+
+
 def erf_report(
         models: Mapping[str, ModelLike],
         out_dir: Union[str, Path],
@@ -164,48 +231,14 @@ def erf_report(
                          threads=torch.get_num_threads()),
         models={},
     )
-    main_panels = []
-    stage_rows = []
-    raw: Dict[str, np.ndarray] = {}
+    measured = []
     for i, (name, model) in enumerate(models.items()):
         if progress:
             print(f'[{i + 1}/{len(models)}] {name}: {len(loaded)} images at {size}x{size}', file=sys.stderr,
                   flush=True)
-        available: List[int] = []
-        missing: Dict[int, str] = {}
-        for k in stages:
-            try:
-                resolve_stage(model, k)
-                available.append(k)
-            except ValueError as e:
-                missing[k] = str(e)
-        maps = erf_maps(model, loaded, [stage, *available], batch_size=batch_size,
-                        grad_checkpointing=grad_checkpointing, device=device, progress=progress, desc=name)
-        main = maps[stage]
-        entry: Dict[str, Any] = dict(weights=weights.get(name, 'random init'),
-                                     seconds_per_image=main.seconds_per_image, peak_rss_mb=peak_rss_mb(),
-                                     erf=summarize_erf(main, thresholds))
-        raw[name] = main.map.astype(np.float32)
-        main_panels.append((name, main.log_scaled()))
-        if stages:
-            entry['stages'] = {}
-            row = []
-            for k in stages:
-                if k in missing:
-                    entry['stages'][f'stage{k}'] = dict(available=False, reason=missing[k])
-                    row.append((f'{name} stage {k}', None))
-                else:
-                    entry['stages'][f'stage{k}'] = summarize_erf(maps[k], thresholds)
-                    raw[f'{name}/stage{k}'] = maps[k].map.astype(np.float32)
-                    row.append((f'{name} stage {k}', maps[k].log_scaled()))
-            stage_rows.append(row)
-        report['models'][name] = entry
-
-    from .plots import plot_erf_grid
-    plot_erf_grid([main_panels], out_dir / 'erf.png', panel_px=panel_px)
-    if stage_rows:
-        plot_erf_grid(stage_rows, out_dir / 'erf_stages.png', panel_px=panel_px)
-    (out_dir / 'erf.json').write_text(json.dumps(_json_safe(report), indent=1) + '\n')
-    (out_dir / 'erf.md').write_text(format_erf_markdown(report))
-    np.savez_compressed(out_dir / 'erf_maps.npz', **raw)
+        measured.append(_measure(name, model, loaded, stage, stages, thresholds, weights.get(name, 'random init'),
+                                 batch_size=batch_size, grad_checkpointing=grad_checkpointing, device=device,
+                                 progress=progress))
+        report['models'][name] = measured[-1].entry
+    _write_report(out_dir, report, measured, panel_px)
     return report

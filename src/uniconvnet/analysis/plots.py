@@ -11,6 +11,8 @@ from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from ..io import atomic_write
+
 __all__ = ['PANEL_PX', 'TITLE_PX', 'COLORBAR_PX', 'erf_colormap', 'plot_erf_grid', 'plot_erf_row']
 
 PANEL_PX = 320
@@ -91,8 +93,7 @@ def plot_erf_grid(
         bar.set_label(colorbar_label, fontsize=_fitting_fontsize(colorbar_label, 0.8 * height, dpi, 8.0))
         bar.ax.tick_params(labelsize=7)
     path = Path(path)
-    fig.savefig(path, dpi=dpi)
-    return path
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=dpi, format=path.suffix.lstrip('.') or 'png'))
 
 
 def plot_erf_row(panels: Sequence[Panel], path: Union[str, Path], **kwargs) -> Path:

@@ -52,7 +52,7 @@ def _config(args: argparse.Namespace) -> TrainConfig:
     values = {k: getattr(args, k) for k in _TRAIN_FLAGS}
     if values['hflip'] is None:
         values['hflip'] = 0.5 if args.data else 0.0
-    return TrainConfig(**{**_TRAIN_DEFAULTS, **values, 'model': args.backbone, 'recipe': args.arch})
+    return TrainConfig(**{**_TRAIN_DEFAULTS, **values, 'model': args.backbone})
 
 
 def _cmd_detect_train(args: argparse.Namespace) -> int:
@@ -75,7 +75,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_detseg_parsers(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: argparse._SubParsersAction) -> None:
     for kind, title in (('detect', 'object detection (torchvision detectors, COCO AP)'),
                         ('segment', 'semantic segmentation (UperNet, mIoU)')):
         parser = sub.add_parser(kind, help=title)

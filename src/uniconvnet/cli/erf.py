@@ -6,6 +6,10 @@ from typing import Optional, Tuple
 import torch
 import torch.nn as nn
 
+from ..checkpoints import load_weights
+from ..engine.distributed import resolve_device
+from ..models import create_model
+
 
 def _stage(value: str):
     """An int stage (1-based) or a submodule name."""
@@ -18,29 +22,10 @@ def _model_spec(spec: str, checkpoint: Optional[str] = None) -> Tuple[str, Optio
 
 
 def load_model(name: str, checkpoint: Optional[str] = None) -> nn.Module:
-    """A model by timm name with random weights, or the weights of a local checkpoint.
-
-    UniConvNet checkpoints (official or ours) go through :func:`uniconvnet.checkpoints.load_weights`; other
-    models load a plain state dict strictly. Files are read with ``weights_only=True`` or safetensors.
-    """
-    from .. import create_model
-    from ..checkpoints import load_checkpoint_file, load_weights
-    from ..models import UniConvNet
-    from ..models.uniconvnet import unwrap_state_dict
-    if checkpoint is None:
-        return create_model(name)
-    path = Path(checkpoint)
-    if not path.is_file():
-        raise FileNotFoundError(f'checkpoint not found: {path}')
+    """A model by timm name with random weights, or the weights of a local checkpoint (official UniConvNet
+    ``.pth``, ours, or any state dict of that model), loaded by :func:`uniconvnet.checkpoints.load_weights`."""
     model = create_model(name)
-    if isinstance(model, UniConvNet):
-        return load_weights(model, path)
-    state_dict = unwrap_state_dict(load_checkpoint_file(path))
-    missing, unexpected = model.load_state_dict(state_dict, strict=False)
-    if missing or unexpected:
-        raise ValueError(f'{path} does not fit {name}: {len(missing)} missing keys (e.g. {missing[:3]}), '
-                         f'{len(unexpected)} unexpected (e.g. {unexpected[:3]}); is it a checkpoint of {name}?')
-    return model
+    return model if checkpoint is None else load_weights(model, checkpoint)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -52,14 +37,16 @@ def run(args: argparse.Namespace) -> int:
     names = [n for n, _ in specs]
     if len(set(names)) != len(names):
         raise ValueError(f'a model is listed twice: {names}')
-    if args.size < 1 or args.num_images < 1:
-        raise ValueError('--size and --num-images must be positive')
+    for flag, value in (('--size', args.size), ('--num-images', args.num_images), ('--panel-px', args.panel_px)):
+        if value < 1:
+            raise ValueError(f'{flag} must be at least 1, got {value}')
+    device = resolve_device(args.device or 'cpu')  # an unknown or absent device fails before any model is built
     torch.manual_seed(args.seed)  # random weights are reproducible too
     models = {name: load_model(name, ckpt) for name, ckpt in specs}
     weights = {name: (Path(ckpt).name if ckpt else 'random init') for name, ckpt in specs}
     erf_report(models, args.out, images=args.images, size=args.size, num_images=args.num_images, seed=args.seed,
                stage=args.stage, stages=args.stages, weights=weights, batch_size=args.batch_size,
-               grad_checkpointing=not args.no_grad_checkpointing, device=args.device,
+               grad_checkpointing=not args.no_grad_checkpointing, device=device,
                progress=not args.quiet, panel_px=args.panel_px)
     out = Path(args.out)
     written = ['erf.png'] + (['erf_stages.png'] if args.stages else []) + ['erf.json', 'erf.md', 'erf_maps.npz']
@@ -67,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_parser(sub) -> None:
+def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         'erf', help='effective receptive fields: heatmaps, area ratios and Gaussian-shape metrics',
         description='Measure the effective receptive field (RepLKNet protocol) of a model and others to compare, '

@@ -3,7 +3,7 @@ import argparse
 import json
 
 
-def add_eval_parser(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser('eval', help='evaluate a checkpoint (default data: the built-in digits validation split)')
     p.add_argument('--checkpoint', required=True,
                    help='output folder, model.safetensors (config.json beside it), last.pt/best.pt or official .pth')

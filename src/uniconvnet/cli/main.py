@@ -1,15 +1,12 @@
 """The ``uniconvnet`` command: thin argument parsing over library calls."""
 import argparse
 import json
+import shlex
 import sys
 from typing import List, Optional
 
-from . import bench, erf, export
-from .detseg import add_detseg_parsers
-from .evaluate import add_eval_parser
-from .predict import add_predict_parser
-from .train import add_train_parser
-from .yolo import add_yolo_parser
+from ..engine.trainer import TrainingDiverged, TrainingInterrupted
+from . import bench, detseg, erf, evaluate, export, predict, train, yolo
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
@@ -46,29 +43,48 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--model', required=True, help='variant name, e.g. uniconvnet_t')
     p.set_defaults(func=_cmd_convert)
 
-    erf.add_parser(sub)
-    add_train_parser(sub)
-    add_eval_parser(sub)
-    add_predict_parser(sub)
-    add_detseg_parsers(sub)
-    bench.add_parser(sub)
-    export.add_parser(sub)
-    add_yolo_parser(sub)
+    for command in (erf, train, evaluate, predict, detseg, bench, export, yolo):  # each module adds its subcommands
+        command.add_parser(sub)
     return parser
 
 
+def resume_command(argv: List[str], stopped: TrainingInterrupted) -> str:
+    """The command line that continues an interrupted run: the same arguments, resuming its checkpoint."""
+    kept: List[str] = []
+    skip_value = False
+    for arg in argv:
+        if skip_value:
+            skip_value = False
+        elif arg == '--resume':
+            skip_value = True
+        elif not (arg.startswith('--resume=') or arg == '--overwrite'):
+            kept.append(arg)
+    checkpoint = stopped.checkpoint
+    resume = 'auto' if checkpoint == stopped.output / 'last.pt' else str(checkpoint)
+    return shlex.join(['uniconvnet', *kept, '--resume', resume])
+
+
+def _interrupted(error: KeyboardInterrupt, argv: List[str]) -> str:
+    if isinstance(error, TrainingInterrupted):
+        return str(error) + (f'; resume with: {resume_command(argv, error)}' if error.checkpoint else '')
+    return 'interrupted; nothing half-written is left behind (every file is written atomically)'
+
+
 def main(argv: Optional[List[str]] = None) -> int:
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
     parser = build_parser()
     args = parser.parse_args(argv)
-    from ..engine.trainer import TrainingDiverged
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as e:  # bad input: one clear line, no traceback
+    except (ValueError, FileNotFoundError, ImportError) as e:  # bad input or a missing extra: one line
         print(f'uniconvnet {args.command}: error: {e}', file=sys.stderr)
         return 2
     except TrainingDiverged as e:
         print(f'uniconvnet {args.command}: {e}', file=sys.stderr)
         return 1
+    except KeyboardInterrupt as e:  # Ctrl-C: one line (where it stopped, what to run next), the shell's code 130
+        print(f'uniconvnet {args.command}: {_interrupted(e, argv)}', file=sys.stderr)
+        return 130
 
 
 if __name__ == '__main__':

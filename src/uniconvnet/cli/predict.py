@@ -3,7 +3,7 @@ import argparse
 import json
 
 
-def add_predict_parser(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser('predict', help='classify image files with a checkpoint')
     p.add_argument('images', nargs='+', help='image files')
     p.add_argument('--checkpoint', required=True,

@@ -12,7 +12,7 @@ def _value_type(annotation: Any) -> Any:
     return annotation
 
 
-def add_train_parser(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         'train', help='train or fine-tune a classifier (default: UniConvNet-A on the built-in digits)',
         description='Train, fine-tune or resume. Every value of the recipe can be overridden by its flag; '

@@ -48,7 +48,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_yolo_parser(sub: Any) -> None:
+def add_parser(sub: Any) -> None:
     """Add ``yolo train``, ``yolo val`` and ``yolo predict`` to the ``uniconvnet`` command's subparsers."""
     parser = sub.add_parser('yolo', help='train, validate or predict with ultralytics YOLO models with RFA blocks')
     yolo_sub = parser.add_subparsers(dest='yolo_command', metavar='ACTION')

@@ -5,10 +5,11 @@ from .config import TrainConfig
 from .distributed import DistributedContext, init_distributed
 from .inference import evaluate_checkpoint, predict
 from .recipes import RECIPES, list_recipes, make_train_config, recipe_values
-from .trainer import Task, Trainer, TrainingDiverged, effective_batch_and_lr, evaluate_task
+from .run import RunParts, run_training
+from .trainer import Task, Trainer, TrainingDiverged, TrainingInterrupted, effective_batch_and_lr, evaluate_task
 
-__all__ = ['ClassificationTask', 'DistributedContext', 'RECIPES', 'Task', 'TrainConfig', 'TrainedModelInfo',
-           'Trainer', 'TrainingDiverged', 'build_classification_model', 'build_datasets', 'effective_batch_and_lr',
-           'evaluate_checkpoint', 'evaluate_task', 'init_distributed', 'list_recipes', 'load_trained_model',
-           'make_train_config', 'plot_curves', 'predict', 'read_model_config', 'recipe_values', 'train',
-           'write_model_config']
+__all__ = ['ClassificationTask', 'DistributedContext', 'RECIPES', 'RunParts', 'Task', 'TrainConfig',
+           'TrainedModelInfo', 'Trainer', 'TrainingDiverged', 'TrainingInterrupted', 'build_classification_model',
+           'build_datasets', 'effective_batch_and_lr', 'evaluate_checkpoint', 'evaluate_task', 'init_distributed',
+           'list_recipes', 'load_trained_model', 'make_train_config', 'plot_curves', 'predict', 'read_model_config',
+           'recipe_values', 'run_training', 'train', 'write_model_config']

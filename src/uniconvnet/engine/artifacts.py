@@ -10,8 +10,10 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch.nn as nn
 
-from ..checkpoints import CheckpointError, _atomic_write, _num_classes_of, load_checkpoint_file
+from ..checkpoints import load_weights, num_classes_of
 from ..data.transforms import Preprocessing
+from ..io import CheckpointError, atomic_write, load_checkpoint_file
+from ..models import create_model, infer_variant, unwrap_state_dict
 
 __all__ = ['TrainedModelInfo', 'imagenet_class_names', 'load_trained_model', 'plot_curves', 'read_model_config',
            'write_model_config']
@@ -34,7 +36,7 @@ def write_model_config(model: nn.Module, path: Union[str, Path], meta: Dict[str,
                        crop_pct=pre.crop_pct)
     model_config = {'label_names': list(meta.get('label_names') or []),
                     'pretrained_cfg': {'tag': meta.get('tag', '')}}
-    return _atomic_write(path, lambda tmp: save_config_for_hf(model, tmp, model_config=model_config,
+    return atomic_write(path, lambda tmp: save_config_for_hf(model, tmp, model_config=model_config,
                                                                data_config=data_config))
 
 
@@ -93,8 +95,6 @@ def load_trained_model(checkpoint: Union[str, Path], model_name: Optional[str] =
     1000-/21841-class models, else the class indices; preprocessing from the metadata or the model's
     pretrained cfg.
     """
-    from .. import create_model
-    from ..models.uniconvnet import checkpoint_filter_fn, infer_variant, unwrap_state_dict
     path = Path(checkpoint)
     if path.is_dir():
         path = path / 'model.safetensors'
@@ -110,15 +110,8 @@ def load_trained_model(checkpoint: Union[str, Path], model_name: Optional[str] =
     name = model_name or (info.architecture if info else None) or infer_variant(state_dict)
     if name is None:
         raise CheckpointError(f'cannot tell which model {path} is for; pass --model NAME')
-    num_classes = _num_classes_of(state_dict)
-    model = create_model(name, num_classes=num_classes)
-    if name.split('.', 1)[0].startswith('uniconvnet'):
-        state_dict = checkpoint_filter_fn(state_dict, model)
-    try:
-        model.load_state_dict(state_dict)
-    except RuntimeError as e:
-        raise CheckpointError(f'{path} does not fit {name}: {str(e).splitlines()[0]}') from e
-    model.eval()
+    num_classes = num_classes_of(state_dict)
+    model = load_weights(create_model(name, num_classes=num_classes), state_dict, source=str(path)).eval()
     if info is None or info.num_classes != num_classes:
         info = TrainedModelInfo(name, num_classes, default_class_names(num_classes), Preprocessing.from_model(model))
     else:
@@ -146,6 +139,6 @@ def plot_curves(history: Sequence[Dict[str, Any]], path: Union[str, Path]) -> Pa
         if ax.lines:
             ax.legend()
     fig.tight_layout()
-    _atomic_write(path, lambda tmp: fig.savefig(tmp, format='png', dpi=100))
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format='png', dpi=100))
     plt.close(fig)
     return Path(path)

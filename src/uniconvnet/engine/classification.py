@@ -1,5 +1,4 @@
 """Image classification on the trainer: the task, the data, fine-tuning, and :func:`train` (``uniconvnet train``)."""
-import os
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -10,18 +9,21 @@ from timm.data import Mixup
 from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from torch.utils.data import Dataset
 
-from ..checkpoints import _num_classes_of, load_checkpoint_file
-from ..data import (DIGITS_CLASSES, Augmentation, DigitsDataset, ImageFolderDataset, Preprocessing, build_loader,
-                    build_transform)
+from ..checkpoints import load_weights
+from ..data import DIGITS_CLASSES, Augmentation, DigitsDataset, ImageFolderDataset, Preprocessing, build_transform
+from ..models import check_model_name, create_model, is_uniconvnet
+from .artifacts import write_model_config
 from .config import TrainConfig
-from .distributed import init_distributed
-from .trainer import Task, Trainer, prepare_output, seed_everything
+from .distributed import DistributedContext
+from .run import RunParts, check_settings, run_training
+from .trainer import Task, Trainer
 
 __all__ = ['ClassificationTask', 'build_classification_model', 'build_datasets', 'load_finetune_weights', 'train']
 
 
 class ClassificationTask(Task):
     """Cross-entropy training (with mixup/cutmix and label smoothing), top-1/top-5 validation."""
+    name = 'classification'
     main_metric = 'val_top1'
     sum_keys = ('loss', 'top1', 'top5', 'count')
 
@@ -62,6 +64,10 @@ class ClassificationTask(Task):
         return {'architecture': self.model_name, 'label_names': list(self.class_names),
                 'preprocessing': self.preprocessing.as_dict(), 'tag': self.tag}
 
+    def write_config(self, model: nn.Module, path: Path) -> Path:
+        """timm's ``config.json``: the output folder loads with ``timm.create_model('local-dir:...')``."""
+        return write_model_config(model, path, self.metadata())
+
 
 def build_datasets(data: Optional[str]) -> Tuple[Dataset, Dataset, List[str], str]:
     """``(train, val, class names, data name)``: the built-in digits when ``data`` is None, else a folder."""
@@ -72,82 +78,36 @@ def build_datasets(data: Optional[str]) -> Tuple[Dataset, Dataset, List[str], st
     return train_set, val_set, train_set.classes, Path(data).resolve().name
 
 
-def _is_uniconvnet(name: str) -> bool:
-    return name.split('.', 1)[0].startswith('uniconvnet_')
-
-
-def load_finetune_weights(model: nn.Module, path: str, model_name: str,
-                          log: Callable[[str], None] = print) -> nn.Module:
+def load_finetune_weights(model: nn.Module, path: str, log: Callable[[str], None] = print) -> nn.Module:
     """Load weights to fine-tune from (official ``.pth`` or ours); a head of another class count is dropped.
 
     A checkpoint of another variant fails with a message naming the variant it is for.
     """
-    from timm.models import adapt_input_conv
-
-    from ..models.uniconvnet import checkpoint_filter_fn, unwrap_state_dict
-    state_dict = unwrap_state_dict(load_checkpoint_file(path))
-    if _is_uniconvnet(model_name):
-        state_dict = checkpoint_filter_fn(state_dict, model)
-    expected = model.state_dict()
-    classifier = model.get_classifier()
-    head_prefix = next((n + '.' for n, m in model.named_modules() if m is classifier), 'head.fc.')
-    head_keys = [k for k in expected if k.startswith(head_prefix)]
-    if any(k not in state_dict or state_dict[k].shape != expected[k].shape for k in head_keys):
-        log(f'fine-tuning: {path} has a {_num_classes_of(state_dict) or "different"}-class head and this run has '
-            f'{model.num_classes} classes: the head is re-initialised')
-        state_dict = {k: v for k, v in state_dict.items() if not k.startswith(head_prefix)}
-    stem = 'stem.0.weight'
-    if stem in state_dict and stem in expected and state_dict[stem].shape[1] != expected[stem].shape[1]:
-        state_dict[stem] = adapt_input_conv(expected[stem].shape[1], state_dict[stem])
-    try:
-        missing, unexpected = model.load_state_dict(state_dict, strict=False)
-    except RuntimeError as e:
-        raise ValueError(f'--finetune {path} does not fit {model_name}: {str(e).strip().splitlines()[-1]}') from e
-    missing = [k for k in missing if not k.startswith(head_prefix)]
-    if missing or unexpected:
-        raise ValueError(f'--finetune {path} does not fit {model_name}: missing {missing[:5]}, '
-                         f'unexpected {list(unexpected)[:5]}')
+    load_weights(model, path, reset_head=True, source=f'--finetune {path}', log=log)
     log(f'fine-tuning from {path}')
     return model
 
 
 def build_classification_model(cfg: TrainConfig, num_classes: int, log: Callable[[str], None] = print) -> nn.Module:
     """The model to train: ``cfg.model`` with the run's head, drop path and head init; fine-tune weights."""
-    from .. import create_model
     kwargs: Dict[str, Any] = dict(num_classes=num_classes, drop_path_rate=cfg.drop_path or 0.0)
-    if _is_uniconvnet(cfg.model):
+    if is_uniconvnet(cfg.model):
         kwargs['head_init_scale'] = cfg.head_init_scale
     model = create_model(cfg.model, **kwargs)
     if cfg.finetune:
-        load_finetune_weights(model, cfg.finetune, cfg.model, log)
+        load_finetune_weights(model, cfg.finetune, log)
     return model
 
 
 def _check_config(cfg: TrainConfig) -> None:
-    from .. import check_model_name
     check_model_name(cfg.model)
-    positive = {'epochs': cfg.epochs, 'batch_size': cfg.batch_size, 'accum_steps': cfg.accum_steps,
-                'max_bad_steps': cfg.max_bad_steps}
-    for name, value in positive.items():
-        if value < 1:
-            raise ValueError(f'--{name.replace("_", "-")} must be at least 1, got {value}')
-    if cfg.warmup_epochs < 0:
-        raise ValueError(f'--warmup-epochs must be at least 0, got {cfg.warmup_epochs:g}')
+    check_settings(cfg)
+    if cfg.image_size is not None and cfg.image_size < 1:
+        raise ValueError(f'--image-size must be at least 1, got {cfg.image_size}')
     if (cfg.mixup > 0 or cfg.cutmix > 0) and cfg.batch_size % 2:
         raise ValueError(f'mixup/cutmix need an even --batch-size, got {cfg.batch_size} (or set --mixup 0 --cutmix 0)')
-    if cfg.amp not in ('none', 'bf16', 'fp16'):
-        raise ValueError(f"--amp must be 'none', 'bf16' or 'fp16', got {cfg.amp!r}")
     if cfg.finetune and not Path(cfg.finetune).is_file():
         raise FileNotFoundError(f'--finetune {cfg.finetune}: no such file')
-
-
-def _set_deterministic(deterministic: bool, device: torch.device) -> None:
-    if deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.deterministic = True
-        torch.backends.cudnn.benchmark = False
-    elif device.type == 'cuda':
-        torch.backends.cudnn.benchmark = True
 
 
 def train(cfg: TrainConfig) -> Dict[str, Any]:
@@ -157,23 +117,14 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
     history, the best ``val_top1`` and the output folder.
     """
     _check_config(cfg)
-    if cfg.deterministic:  # read by cuBLAS when CUDA starts, so before the process group
-        os.environ.setdefault('CUBLAS_WORKSPACE_CONFIG', ':4096:8')
-    ctx = init_distributed(cfg.device)
-    try:
-        _set_deterministic(cfg.deterministic, ctx.device)
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
-        train_set, val_set, class_names, data_name = build_datasets(cfg.data)
-        output = Path(cfg.output or Path('runs') / f'{cfg.model.split(".", 1)[0]}-{data_name}')
-        resume_path, log = prepare_output(cfg, output, ctx)
-        num_classes = len(class_names)
-        if cfg.num_classes is not None and cfg.num_classes != num_classes:
-            raise ValueError(f'--num-classes {cfg.num_classes} (recipe {cfg.recipe}) but the data has '
-                             f'{num_classes} classes; pass --num-classes {num_classes} or use data with '
-                             f'{cfg.num_classes} classes')
+    train_set, val_set, class_names, data_name = build_datasets(cfg.data)
+    num_classes = len(class_names)
+    if cfg.num_classes is not None and cfg.num_classes != num_classes:
+        raise ValueError(f'--num-classes {cfg.num_classes} (recipe {cfg.recipe}) but the data has '
+                         f'{num_classes} classes; pass --num-classes {num_classes} or use data with '
+                         f'{cfg.num_classes} classes')
 
-        seed_everything(cfg.seed)  # the same initial weights in every process
+    def setup(ctx: DistributedContext, log: Callable[[str], None]) -> RunParts:
         model = build_classification_model(cfg, num_classes, log)
         pre = Preprocessing.from_model(model, image_size=cfg.image_size, crop_pct=cfg.crop_pct,
                                        interpolation=cfg.interpolation)
@@ -181,37 +132,25 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
                            auto_augment=cfg.auto_augment, re_prob=cfg.reprob, no_aug=cfg.no_aug)
         train_set.transform = build_transform(pre, is_training=True, aug=aug)
         val_set.transform = build_transform(pre, is_training=False)
-        loader_args = dict(world_size=ctx.world_size, rank=ctx.rank, seed=cfg.seed, num_workers=cfg.workers,
-                           pin_memory=ctx.device.type == 'cuda', persistent_workers=not cfg.deterministic)
-        train_loader = build_loader(train_set, cfg.batch_size, is_training=True, **loader_args)
-        # no gradients to keep: twice the batch fits, and halves the per-step overhead of validation
-        val_loader = build_loader(val_set, 2 * cfg.batch_size, is_training=False, **loader_args)
-
         task = ClassificationTask(cfg.model, class_names, pre, cfg.mixup, cfg.cutmix, cfg.mixup_prob,
                                   cfg.mixup_switch_prob, cfg.smoothing, tag=data_name)
-        trainer = Trainer(cfg, model, task, train_loader, val_loader, ctx, output, log)
-        seed_everything(cfg.seed + ctx.rank)  # augmentation, drop path and mixup differ between processes
-        if resume_path is not None:
-            trainer.load_state_dict(load_checkpoint_file(resume_path), str(resume_path))
-            log(f'resumed from {resume_path}: {trainer.start_epoch} of {cfg.epochs} epochs done')
-
         if cfg.amp == 'bf16' and ctx.device.type == 'cpu' and min(pre.input_size[1:]) < 32:
             log('warning: bf16 on CPU with inputs under 32x32 gives 1x1 feature maps, for which PyTorch\'s bf16 '
-                'convolution computes wrong weight gradients (README, known issues); use --amp fp16 or none')
+                'convolution computes wrong weight gradients (docs/training.md, known issues); use --amp fp16 or none')
         params = sum(p.numel() for p in model.parameters())
-        log(f'{cfg.model} ({params / 1e6:.2f}M parameters), {num_classes} classes, data {data_name}: '
-            f'{len(train_set)} train / {len(val_set)} val images at {pre.input_size[1]}x{pre.input_size[2]}')
-        log(f'recipe {cfg.recipe}: {cfg.epochs} epochs ({cfg.warmup_epochs:g} warm-up), {cfg.opt}, weight decay '
-            f'{cfg.weight_decay:g}, layer decay {cfg.layer_decay}, drop path {cfg.drop_path or 0:g}, mixup '
-            f'{cfg.mixup:g}, cutmix {cfg.cutmix:g}, smoothing {cfg.smoothing:g}, EMA {cfg.ema_decay:g}, '
-            f'auto-augment {cfg.auto_augment or "off"}, random erasing {cfg.reprob:g}')
-        log(f'{trainer.lr_note}; {trainer.updates_per_epoch} updates per epoch on {ctx.device} x {ctx.world_size}')
-        log(f'output: {output}')
-        result = trainer.fit()
-        if ctx.is_main and trainer.history:
-            last = trainer.history[-1]
-            log(f'done: val_top1 {last["val_top1"]:.2f}% (best {trainer.best_metric:.2f}%); weights '
-                f'{output / "model.safetensors"}')
-        return result
-    finally:
-        ctx.close()
+
+        def describe(trainer: Trainer) -> List[str]:
+            return [
+                f'{cfg.model} ({params / 1e6:.2f}M parameters), {num_classes} classes, data {data_name}: '
+                f'{len(train_set)} train / {len(val_set)} val images at {pre.input_size[1]}x{pre.input_size[2]}',
+                f'recipe {cfg.recipe}: {cfg.epochs} epochs ({cfg.warmup_epochs:g} warm-up), {cfg.opt}, weight decay '
+                f'{cfg.weight_decay:g}, layer decay {cfg.layer_decay}, drop path {cfg.drop_path or 0:g}, mixup '
+                f'{cfg.mixup:g}, cutmix {cfg.cutmix:g}, smoothing {cfg.smoothing:g}, EMA {cfg.ema_decay:g}, '
+                f'auto-augment {cfg.auto_augment or "off"}, random erasing {cfg.reprob:g}',
+                f'{trainer.lr_note}; {trainer.updates_per_epoch} updates per epoch on {ctx.device} x {ctx.world_size}']
+
+        # no gradients to keep: twice the batch fits, and halves the per-step overhead of validation
+        return RunParts(model, task, train_set, val_set, val_batch_size=2 * cfg.batch_size, describe=describe)
+
+    output = Path(cfg.output or Path('runs') / f'{cfg.model.split(".", 1)[0]}-{data_name}')
+    return run_training(cfg, output, setup)

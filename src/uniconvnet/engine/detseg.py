@@ -1,8 +1,9 @@
 """Detection and segmentation training on the classification trainer's machinery.
 
-Both tasks plug into :class:`~uniconvnet.engine.trainer.Trainer` through the :class:`Task` interface, so they
-share its checkpointing (atomic ``last.pt``/``best.pt``, ``--resume``), progress, mixed precision, EMA,
-gradient accumulation and clipping, NaN guard and ``torchrun`` support: one piece of code, not a copy.
+Both tasks plug into :class:`~uniconvnet.engine.trainer.Trainer` through the :class:`Task` interface and are set up
+by :func:`~uniconvnet.engine.run.run_training`, like classification, so they share its checkpointing (atomic
+``last.pt``/``best.pt``, ``--resume``, Ctrl-C), progress, mixed precision, EMA, gradient accumulation and clipping,
+NaN guard and ``torchrun`` support: one piece of code, not a copy.
 
 Data layout (what ``generate_small_objects`` writes, and what ``--data DIR`` expects)::
 
@@ -12,21 +13,22 @@ Data layout (what ``generate_small_objects`` writes, and what ``--data DIR`` exp
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import torch
 import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..checkpoints import atomic_write_text, load_checkpoint_file, save_safetensors
+from ..checkpoints import load_weights
 from ..data.detection import CocoDetectionDataset, SegmentationFolderDataset, detection_collate
 from ..data.loader import build_loader
-from .coco_eval import coco_evaluate
+from ..evaluation import ConfusionMatrix, coco_evaluate
+from ..models import check_model_name
 from .config import TrainConfig
-from .distributed import init_distributed
-from .seg_metrics import ConfusionMatrix
-from .trainer import Task, Trainer, prepare_output, seed_everything
+from .distributed import DistributedContext, init_distributed
+from .run import RunParts, check_settings, run_training
+from .trainer import Task
 
 __all__ = ['DetectionTask', 'SegmentationTask', 'DetSegOptions', 'train_detection', 'train_segmentation',
            'evaluate_detection', 'evaluate_segmentation', 'build_detector', 'DETECTORS']
@@ -57,6 +59,7 @@ def _gather(items: List[Any]) -> List[Any]:
 
 class DetectionTask(Task):
     """torchvision detectors: the model returns its loss dict in train mode and detections in eval mode."""
+    name = 'detection'
     main_metric = 'val_AP'
     sum_keys = ('count',)
 
@@ -91,6 +94,7 @@ class DetectionTask(Task):
 
 class SegmentationTask(Task):
     """Per-pixel cross-entropy; validation accumulates a confusion matrix (summed over processes)."""
+    name = 'segmentation'
     main_metric = 'val_mIoU'
 
     def __init__(self, num_classes: int, class_names: List[str], meta: Dict[str, Any], ignore_index: int = 255):
@@ -121,18 +125,6 @@ class SegmentationTask(Task):
         return dict(self.meta, label_names=self.class_names)
 
 
-class _DetSegTrainer(Trainer):
-    """The shared trainer; only the final export differs (these models are not timm classifiers)."""
-
-    def export(self) -> None:
-        meta = self.task.metadata()
-        save_safetensors(self.model.state_dict(), self.output / 'model.safetensors', {'task': meta['task']})
-        if self.ema is not None:
-            save_safetensors(self.ema.module.state_dict(), self.output / 'model_ema.safetensors',
-                             {'task': meta['task']})
-        atomic_write_text(self.output / 'config.json', json.dumps(meta, indent=2))
-
-
 def build_detector(opts: DetSegOptions, num_classes: int, drop_path: float = 0.0) -> nn.Module:
     """A torchvision detector on a UniConvNet FPN; anchors sized for ``min_size`` inputs."""
     from ..integrations import torchvision as tv
@@ -157,69 +149,81 @@ def build_detector(opts: DetSegOptions, num_classes: int, drop_path: float = 0.0
                    **common)
 
 
+def _check_options(opts: DetSegOptions, data: Optional[str]) -> None:
+    """The detection/segmentation options, checked before anything is built or written."""
+    check_model_name(opts.backbone)
+    if opts.arch not in DETECTORS + ('upernet',):
+        raise ValueError(f'unknown architecture {opts.arch!r}; choose one of {", ".join(DETECTORS)} (detection) '
+                         f'or upernet (segmentation)')
+    if not 0 <= opts.trainable_stages <= 4:
+        raise ValueError(f'--trainable-stages must be between 0 and 4, got {opts.trainable_stages}')
+    if opts.min_size < 32:
+        raise ValueError(f'--min-size must be at least 32 (the backbone\'s last stage has stride 32), got '
+                         f'{opts.min_size}')
+    if opts.fpn_channels < 1:
+        raise ValueError(f'--fpn-channels must be at least 1, got {opts.fpn_channels}')
+    if opts.num_classes is not None and opts.num_classes < 1:
+        raise ValueError(f'--num-classes must be at least 1, got {opts.num_classes}')
+    if opts.backbone_weights is not None and not Path(opts.backbone_weights).is_file():
+        raise FileNotFoundError(f'--backbone-weights {opts.backbone_weights}: no such file')
+    if data and not Path(data).is_dir():
+        raise FileNotFoundError(f'data folder not found: {data}')
+
+
 def _data_dirs(data: Optional[str], log) -> Path:
     if data:
-        root = Path(data)
-        if not root.is_dir():
-            raise FileNotFoundError(f'data folder not found: {root}')
-        return root
+        return Path(data)
     from ..data.small_objects import generate_small_objects
     generate_small_objects(DEFAULT_DATA)
     log(f'no --data: using the built-in small-object dataset in {DEFAULT_DATA}')
     return DEFAULT_DATA
 
 
+def _detection_parts(cfg: TrainConfig, opts: DetSegOptions, root: Path, meta: Dict[str, Any]) -> RunParts:
+    train_set = CocoDetectionDataset(root / 'train' / 'images', root / 'train' / 'annotations.json',
+                                     with_masks=opts.arch == 'maskrcnn', hflip=cfg.hflip > 0)
+    val_set = CocoDetectionDataset(root / 'val' / 'images', root / 'val' / 'annotations.json',
+                                   with_masks=opts.arch == 'maskrcnn')
+    num_classes = (opts.num_classes or len(train_set.class_names)) + 1  # + background
+    model = build_detector(opts, num_classes, cfg.drop_path or 0.0)
+    task = DetectionTask(json.loads((root / 'val' / 'annotations.json').read_text()), train_set.class_names,
+                         dict(meta, num_classes=num_classes))
+    return RunParts(model, task, train_set, val_set, collate_fn=detection_collate)
+
+
+def _segmentation_parts(cfg: TrainConfig, opts: DetSegOptions, root: Path, meta: Dict[str, Any]) -> RunParts:
+    from ..integrations.smp import upernet_uniconvnet
+    names_file = root / 'classes.json'
+    names = json.loads(names_file.read_text()) if names_file.is_file() else None
+    num_classes = opts.num_classes or (len(names) if names else None)
+    if num_classes is None:
+        raise ValueError(f'--num-classes is needed: {names_file} (a JSON list of class names, background '
+                         f'first) does not exist')
+    train_set = SegmentationFolderDataset(root / 'train' / 'images', root / 'train' / 'masks', num_classes,
+                                          hflip=cfg.hflip > 0)
+    val_set = SegmentationFolderDataset(root / 'val' / 'images', root / 'val' / 'masks', num_classes)
+    model = upernet_uniconvnet(num_classes, opts.backbone, opts.backbone_weights, decoder_channels=128,
+                               drop_path_rate=cfg.drop_path or 0.0)
+    task = SegmentationTask(num_classes, names or [str(i) for i in range(num_classes)],
+                            dict(meta, num_classes=num_classes))
+    return RunParts(model, task, train_set, val_set)
+
+
 def _run(cfg: TrainConfig, opts: DetSegOptions, kind: str) -> Dict[str, Any]:
-    ctx = init_distributed(cfg.device)
-    try:
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
-        output = Path(cfg.output or Path('runs') / f'{kind}-{opts.arch}-{opts.backbone}')
-        resume_path, log = prepare_output(cfg, output, ctx)
-        root = _data_dirs(cfg.data, log)
-        seed_everything(cfg.seed)
-        loader_args = dict(world_size=ctx.world_size, rank=ctx.rank, seed=cfg.seed, num_workers=cfg.workers,
-                           persistent_workers=not cfg.deterministic)
-        meta = dict(task=kind, arch=opts.arch, backbone=opts.backbone, min_size=opts.min_size,
-                    fpn_channels=opts.fpn_channels)
-        if kind == 'detection':
-            train_set = CocoDetectionDataset(root / 'train' / 'images', root / 'train' / 'annotations.json',
-                                             with_masks=opts.arch == 'maskrcnn', hflip=cfg.hflip > 0)
-            val_set = CocoDetectionDataset(root / 'val' / 'images', root / 'val' / 'annotations.json',
-                                           with_masks=opts.arch == 'maskrcnn')
-            num_classes = (opts.num_classes or len(train_set.class_names)) + 1  # + background
-            model = build_detector(opts, num_classes, cfg.drop_path or 0.0)
-            task: Task = DetectionTask(json.loads((root / 'val' / 'annotations.json').read_text()),
-                                       train_set.class_names, dict(meta, num_classes=num_classes))
-            collate = detection_collate
-        else:
-            from ..integrations.smp import upernet_uniconvnet
-            names_file = root / 'classes.json'
-            names = json.loads(names_file.read_text()) if names_file.is_file() else None
-            num_classes = opts.num_classes or (len(names) if names else None)
-            if num_classes is None:
-                raise ValueError(f'--num-classes is needed: {names_file} (a JSON list of class names, background '
-                                 f'first) does not exist')
-            train_set = SegmentationFolderDataset(root / 'train' / 'images', root / 'train' / 'masks', num_classes,
-                                                  hflip=cfg.hflip > 0)
-            val_set = SegmentationFolderDataset(root / 'val' / 'images', root / 'val' / 'masks', num_classes)
-            model = upernet_uniconvnet(num_classes, opts.backbone, opts.backbone_weights, decoder_channels=128,
-                                       drop_path_rate=cfg.drop_path or 0.0)
-            names = names or [str(i) for i in range(num_classes)]
-            task = SegmentationTask(num_classes, names, dict(meta, num_classes=num_classes))
-            collate = None
-        train_loader = build_loader(train_set, cfg.batch_size, is_training=True, collate_fn=collate, **loader_args)
-        val_loader = build_loader(val_set, cfg.batch_size, is_training=False, collate_fn=collate, **loader_args)
-        trainer = _DetSegTrainer(cfg, model, task, train_loader, val_loader, ctx, output, log)
-        seed_everything(cfg.seed + ctx.rank)
-        if resume_path is not None:
-            trainer.load_state_dict(load_checkpoint_file(resume_path), str(resume_path))
-            log(f'resumed from {resume_path}: {trainer.start_epoch} of {cfg.epochs} epochs done')
-        log(f'{kind}: {opts.arch} on {opts.backbone}, {num_classes} classes, {len(train_set)} train / '
-            f'{len(val_set)} val images; {trainer.lr_note}; output {output}')
-        return trainer.fit()
-    finally:
-        ctx.close()
+    check_settings(cfg)
+    _check_options(opts, cfg.data)
+    meta = dict(task=kind, arch=opts.arch, backbone=opts.backbone, min_size=opts.min_size,
+                fpn_channels=opts.fpn_channels)
+    build_parts = _detection_parts if kind == 'detection' else _segmentation_parts
+
+    def setup(ctx: DistributedContext, log: Callable[[str], None]) -> RunParts:
+        parts = build_parts(cfg, opts, _data_dirs(cfg.data, log), meta)
+        parts.describe = lambda trainer: [
+            f'{kind}: {opts.arch} on {opts.backbone}, {parts.task.meta["num_classes"]} classes, '
+            f'{len(parts.train_set)} train / {len(parts.val_set)} val images; {trainer.lr_note}']
+        return parts
+
+    return run_training(cfg, Path(cfg.output or Path('runs') / f'{kind}-{opts.arch}-{opts.backbone}'), setup)
 
 
 def train_detection(cfg: TrainConfig, opts: DetSegOptions) -> Dict[str, Any]:
@@ -233,24 +237,25 @@ def train_segmentation(cfg: TrainConfig, opts: DetSegOptions) -> Dict[str, Any]:
 
 
 def _load_for_eval(checkpoint: str):
-    """Model options and weights from a run's output: ``model.safetensors``/``best.pt``/``last.pt`` + config."""
+    """The run's ``config.json`` and weights file: ``model.safetensors`` of a folder, or ``best.pt``/``last.pt``."""
     path = Path(checkpoint)
+    if not path.exists():
+        raise FileNotFoundError(f'checkpoint not found: {checkpoint} (pass the output folder of `uniconvnet '
+                                f'detect/segment train` or a checkpoint inside it)')
     folder = path if path.is_dir() else path.parent
     weights = folder / 'model.safetensors' if path.is_dir() else path
     config = folder / 'config.json'
     if not config.is_file():
         raise FileNotFoundError(f'{config} not found: pass the output folder of `uniconvnet detect/segment train` '
                                 f'or a checkpoint inside it')
-    meta = json.loads(config.read_text())
-    state = load_checkpoint_file(weights)
-    if 'model' in state and isinstance(state['model'], dict):
-        state = state['model']
-    return meta, state
+    return json.loads(config.read_text()), weights
 
 
 def _evaluate(checkpoint: str, data: Optional[str], kind: str, batch_size: int, device: str) -> Dict[str, float]:
     from .trainer import evaluate_task
-    meta, state = _load_for_eval(checkpoint)
+    if data and not Path(data).is_dir():
+        raise FileNotFoundError(f'data folder not found: {data}')
+    meta, weights = _load_for_eval(checkpoint)
     if meta.get('task') != kind:
         raise ValueError(f'{checkpoint} holds a {meta.get("task")} model, not a {kind} model')
     ctx = init_distributed(device)
@@ -270,11 +275,7 @@ def _evaluate(checkpoint: str, data: Optional[str], kind: str, batch_size: int, 
             model = upernet_uniconvnet(meta['num_classes'], opts.backbone, decoder_channels=128)
             task = SegmentationTask(meta['num_classes'], names, meta)
             collate = None
-        try:
-            model.load_state_dict(state)
-        except RuntimeError as e:
-            raise ValueError(f'{checkpoint} does not fit a {meta["arch"]} on {meta["backbone"]} '
-                             f'({str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else e})') from e
+        load_weights(model, weights, source=f'{weights} (a {meta["arch"]} on {meta["backbone"]})')
         loader = build_loader(val_set, batch_size, is_training=False, collate_fn=collate,
                               world_size=ctx.world_size, rank=ctx.rank)
         return evaluate_task(task, model.to(ctx.device), loader, ctx)

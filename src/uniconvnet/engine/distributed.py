@@ -13,7 +13,10 @@ def resolve_device(device: str = 'auto', local_rank: int = 0) -> torch.device:
     """'auto' is the process's GPU when there is one, else the CPU."""
     if device == 'auto':
         device = 'cuda' if torch.cuda.is_available() else 'cpu'
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except RuntimeError as e:
+        raise ValueError(f'--device {device}: not a device; use auto, cpu, cuda or cuda:N') from e
     if dev.type == 'cuda':
         if not torch.cuda.is_available():
             raise ValueError(f'--device {device}: CUDA is not available on this machine; use --device cpu')

@@ -74,6 +74,9 @@ def predict(images: Sequence[Union[str, Path]], checkpoint: Union[str, Path], mo
     if topk < 1:
         raise ValueError(f'--topk must be at least 1, got {topk}')
     for path in images:
+        if Path(path).is_dir():
+            raise ValueError(f'{path} is a folder: predict takes image files (e.g. {Path(path) / "*.jpg"}); '
+                             f'`uniconvnet eval --data` scores a folder of labelled images')
         if not Path(path).is_file():
             raise FileNotFoundError(f'image not found: {path}')
     net, info = load_trained_model(checkpoint, model)

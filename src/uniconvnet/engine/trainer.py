@@ -23,26 +23,46 @@ from timm.scheduler import create_scheduler_v2
 from timm.utils import ModelEmaV3
 from torch.utils.data import DataLoader
 
-from ..checkpoints import atomic_save, atomic_write_text, save_safetensors
 from ..data.folder import CorruptImageError
+from ..io import atomic_save, atomic_write_text, save_safetensors
 from .config import TrainConfig
 from .distributed import DistributedContext
 from .progress import Progress, format_seconds
 
-__all__ = ['Task', 'Trainer', 'TrainingDiverged', 'effective_batch_and_lr', 'find_resume_checkpoint',
-           'make_logger', 'prepare_output', 'seed_everything']
+__all__ = ['Task', 'Trainer', 'TrainingDiverged', 'TrainingInterrupted', 'effective_batch_and_lr',
+           'find_resume_checkpoint', 'make_logger', 'prepare_output', 'seed_everything']
 
 
 class TrainingDiverged(RuntimeError):
     """Too many non-finite steps in a row; the message says what to change."""
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during :meth:`Trainer.fit`: where training stopped and which checkpoint holds the last good state.
+
+    A ``KeyboardInterrupt``, so code that does not catch it stops as before; the command line turns it into one
+    line with the command that resumes (exit code 130).
+    """
+
+    def __init__(self, epoch: int, epochs: int, checkpoint: Optional[Path], epochs_saved: int, output: Path):
+        self.epoch, self.epochs, self.checkpoint, self.epochs_saved = epoch, epochs, checkpoint, epochs_saved
+        self.output = output
+        where = f'interrupted in epoch {epoch} of {epochs}'
+        if checkpoint is None:
+            message = f'{where}, before the first checkpoint: nothing to resume, run the command again'
+        else:
+            message = f'{where}; {checkpoint} holds the last good state ({epochs_saved} of {epochs} epochs done)'
+        super().__init__(message)
+
+
 class Task:
-    """What the trainer needs from a task (classification here; detection or segmentation later).
+    """What the trainer needs from a task (classification, detection and segmentation each have one).
 
     Subclasses implement :meth:`training_loss`, :meth:`evaluation_sums` and :meth:`summarize`; the trainer
     calls them inside autocast, on batches already moved to the device.
     """
+    #: what the weights are for, saved in the metadata of ``model.safetensors``
+    name: str = 'task'
     #: validation metric whose highest value selects ``best.pt``
     main_metric: str = 'val_loss'
     #: keys of :meth:`evaluation_sums`, summed over batches and processes
@@ -64,6 +84,10 @@ class Task:
     def metadata(self) -> Dict[str, Any]:
         """Saved in checkpoints and ``config.json``: e.g. ``label_names`` and ``preprocessing``."""
         return {}
+
+    def write_config(self, model: nn.Module, path: Path) -> Path:
+        """``config.json`` beside the final weights: the metadata as JSON (classification writes timm's format)."""
+        return atomic_write_text(path, json.dumps(self.metadata(), indent=2))
 
 
 def make_logger(path: Path, enabled: bool) -> Callable[[str], None]:
@@ -234,6 +258,9 @@ class Trainer:
         self.bad_steps = 0
         self.history: List[Dict[str, Any]] = []
         self.best_metric = -math.inf
+        #: the checkpoint that holds the last good state (the one resumed from, then each ``last.pt`` written)
+        self.last_checkpoint: Optional[Path] = None
+        self.saved_epochs = 0
 
     # ------------------------------------------------------------------ steps
 
@@ -395,16 +422,15 @@ class Trainer:
             atomic_save(state, self.output / 'last.pt')
             if is_best:
                 atomic_save(state, self.output / 'best.pt')
+        self.last_checkpoint, self.saved_epochs = self.output / 'last.pt', epoch
 
     def export(self) -> None:
-        """``model.safetensors`` (+ ``model_ema.safetensors``) and ``config.json`` (timm's format)."""
-        from .artifacts import write_model_config
-        meta = self.task.metadata()
-        save_safetensors(self.model.state_dict(), self.output / 'model.safetensors', {'model': self.cfg.model})
+        """``model.safetensors`` (+ ``model_ema.safetensors``) and the task's ``config.json``."""
+        metadata = {'model': self.cfg.model, 'task': self.task.name}
+        save_safetensors(self.model.state_dict(), self.output / 'model.safetensors', metadata)
         if self.ema is not None:
-            save_safetensors(self.ema.module.state_dict(), self.output / 'model_ema.safetensors',
-                             {'model': self.cfg.model})
-        write_model_config(self.model, self.output / 'config.json', meta)
+            save_safetensors(self.ema.module.state_dict(), self.output / 'model_ema.safetensors', metadata)
+        self.task.write_config(self.model, self.output / 'config.json')
 
     # -------------------------------------------------------------------- loop
 
@@ -420,37 +446,52 @@ class Trainer:
             self.log(f'note: curves.png not drawn ({e}); pip install matplotlib')
 
     def fit(self) -> Dict[str, Any]:
-        """Train from ``start_epoch`` to ``cfg.epochs``; returns the history and the best metric."""
-        cfg, task = self.cfg, self.task
-        if self.start_epoch >= cfg.epochs:
-            self.log(f'nothing left to train: the checkpoint has {self.start_epoch} of {cfg.epochs} epochs '
+        """Train from ``start_epoch`` to ``cfg.epochs``; returns the history and the best metric.
+
+        Ctrl-C raises :class:`TrainingInterrupted`, naming the checkpoint to resume from.
+        """
+        if self.start_epoch >= self.cfg.epochs:
+            self.log(f'nothing left to train: the checkpoint has {self.start_epoch} of {self.cfg.epochs} epochs '
                      f'(raise --epochs to train longer)')
-        for epoch in range(self.start_epoch, cfg.epochs):
-            start = time.perf_counter()
-            train_loss = self.train_one_epoch(epoch)
-            lr = self.current_lr()
-            metrics = self.evaluate(self.model)
-            if self.ema is not None:
-                metrics.update({f'{k}_ema': v for k, v in self.evaluate(self.ema.module).items()})
-            record = {'epoch': epoch + 1, 'train_loss': train_loss, **metrics, 'lr': lr,
-                      'seconds': time.perf_counter() - start}
-            self.history.append(record)
-            score = metrics.get(task.main_metric, -math.inf)
-            self.scheduler.step(epoch + 1, metric=score)  # per-update schedules ignore it; 'plateau' needs it
-            is_best = score > self.best_metric
-            if is_best:
-                self.best_metric = score
-            shown = '  '.join(f'{k} {v:.4f}' for k, v in metrics.items())
-            self.log(f'epoch {epoch + 1}/{cfg.epochs}  train_loss {train_loss:.4f}  {shown}  '
-                     f'({format_seconds(record["seconds"])}){"  *best*" if is_best else ""}')
+        epoch = self.start_epoch
+        try:
+            for epoch in range(self.start_epoch, self.cfg.epochs):
+                self._fit_epoch(epoch)
             if self.ctx.is_main:
+                self.export()
                 self._write_records()
-            self.save(epoch + 1, is_best)
-        if self.ctx.is_main:
-            self.export()
-            self._write_records()
+        except KeyboardInterrupt:
+            raise TrainingInterrupted(min(epoch + 1, self.cfg.epochs), self.cfg.epochs, self.last_checkpoint,
+                                      max(self.saved_epochs, self.start_epoch), self.output) from None
         self.ctx.barrier()
+        if self.history:
+            last = self.history[-1].get(self.task.main_metric, math.nan)
+            self.log(f'done: {self.task.main_metric} {last:.4f} (best {self.best_metric:.4f}); weights '
+                     f'{self.output / "model.safetensors"}')
         return {'history': self.history, 'best_metric': self.best_metric, 'output': str(self.output)}
+
+    def _fit_epoch(self, epoch: int) -> None:
+        """Train one epoch, validate (the EMA too), record the metrics, save ``last.pt`` (and ``best.pt``)."""
+        start = time.perf_counter()
+        train_loss = self.train_one_epoch(epoch)
+        lr = self.current_lr()
+        metrics = self.evaluate(self.model)
+        if self.ema is not None:
+            metrics.update({f'{k}_ema': v for k, v in self.evaluate(self.ema.module).items()})
+        record = {'epoch': epoch + 1, 'train_loss': train_loss, **metrics, 'lr': lr,
+                  'seconds': time.perf_counter() - start}
+        self.history.append(record)
+        score = metrics.get(self.task.main_metric, -math.inf)
+        self.scheduler.step(epoch + 1, metric=score)  # per-update schedules ignore it; 'plateau' needs it
+        is_best = score > self.best_metric
+        if is_best:
+            self.best_metric = score
+        shown = '  '.join(f'{k} {v:.4f}' for k, v in metrics.items())
+        self.log(f'epoch {epoch + 1}/{self.cfg.epochs}  train_loss {train_loss:.4f}  {shown}  '
+                 f'({format_seconds(record["seconds"])}){"  *best*" if is_best else ""}')
+        if self.ctx.is_main:
+            self._write_records()
+        self.save(epoch + 1, is_best)
 
 
 @torch.no_grad()

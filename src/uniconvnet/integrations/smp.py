@@ -37,7 +37,6 @@ def upernet_uniconvnet(
         decoder_channels: UperNet width.
         kwargs: passed to ``smp.UPerNet``.
     """
-    import uniconvnet  # noqa: F401  (registers the encoders with timm)
     smp = _import_smp()
     if backbone_weights is not None:
         kwargs.update(encoder_weights='imagenet', pretrained_cfg_overlay=dict(file=str(backbone_weights)))

@@ -11,7 +11,7 @@ import timm
 import torch
 import torch.nn as nn
 
-from ..models import VARIANTS
+from ..models import create_model, is_uniconvnet
 
 __all__ = ['UniConvNetFPN', 'uniconvnet_fpn_backbone', 'fasterrcnn_uniconvnet_fpn', 'maskrcnn_uniconvnet_fpn',
            'retinanet_uniconvnet_fpn']
@@ -55,17 +55,13 @@ def _freeze_stages(body: nn.Module, trainable_stages: int, num_stages: int = 4) 
         param.requires_grad_(trainable)
 
 
-def _is_uniconvnet(backbone_name: str) -> bool:
-    return backbone_name.split('.', 1)[0] in VARIANTS
-
-
 def _stage_feature_indices(backbone_name: str, stages: Sequence[int]) -> Tuple[int, ...]:
     """timm ``out_indices`` of stages 0-3 (strides 4, 8, 16, 32) of any timm model.
 
     UniConvNet's four feature levels are exactly these stages; other timm models may list more levels (a ResNet's
     stride-2 stem comes first), so the levels are found by their reduction on a meta-device copy.
     """
-    if _is_uniconvnet(backbone_name):
+    if is_uniconvnet(backbone_name):
         return tuple(stages)
     with torch.device('meta'):
         probe = timm.create_model(backbone_name, features_only=True)
@@ -103,8 +99,7 @@ def uniconvnet_fpn_backbone(
     """
     from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
-    from .. import create_model
-    if trainable_stages != 4 and not _is_uniconvnet(backbone_name):
+    if trainable_stages != 4 and not is_uniconvnet(backbone_name):
         raise ValueError(f'trainable_stages={trainable_stages} needs a UniConvNet backbone (stage names); '
                          f'{backbone_name} trains whole: use trainable_stages=4')
     kwargs: Dict[str, Any] = dict(features_only=True, out_indices=_stage_feature_indices(backbone_name, returned_stages),

@@ -4,14 +4,18 @@ Differences from InternImage's ``DCNv3``, as in the official UniConvNet code:
   * the offset/mask branch is a plain depthwise conv (no LayerNorm, no GELU after it);
   * the mask is used raw (no softmax over the kernel points).
 """
-from typing import Optional
+from contextlib import contextmanager
+from typing import Dict, Iterator, Optional
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from ..ops import dcnv3
+from ..ops.dcnv3 import check_backend_name
+from .functional import scale_rows
 
-__all__ = ['DCNv3']
+__all__ = ['DCNv3', 'dcn_backend', 'set_dcn_backend']
 
 
 class DCNv3(nn.Module):
@@ -24,7 +28,12 @@ class DCNv3(nn.Module):
         group: groups; each group of ``channels // group`` channels shares offsets and mask.
         offset_scale: scale of the kernel grid and offsets.
         dw_kernel_size: kernel of the depthwise conv feeding the offset/mask heads (default ``kernel_size``).
+        backend: the sampling backend (``'auto'``, ``'torch'``, ``'cpu'``, ``'triton'``, see
+            :mod:`uniconvnet.ops.dcnv3`); None: the user's default (``UNICONVNET_DCN_BACKEND``, else ``'auto'``).
+            An attribute: change it with :func:`set_dcn_backend` or, for a block of code, :func:`dcn_backend`.
     """
+
+    backend: Optional[str]
 
     def __init__(
             self,
@@ -36,6 +45,7 @@ class DCNv3(nn.Module):
             group: int = 4,
             offset_scale: float = 1.0,
             dw_kernel_size: Optional[int] = None,
+            backend: Optional[str] = None,
             device=None,
             dtype=None,
     ):
@@ -53,6 +63,7 @@ class DCNv3(nn.Module):
         self.group = group
         self.group_channels = channels // group
         self.offset_scale = offset_scale
+        self.backend = check_backend_name(backend)
         num_points = kernel_size * kernel_size
 
         self.dw_conv = nn.Conv2d(channels, channels, dw_kernel_size, padding=(dw_kernel_size - 1) // 2,
@@ -72,7 +83,10 @@ class DCNv3(nn.Module):
             nn.init.xavier_uniform_(m.weight)
             nn.init.zeros_(m.bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, output_scale: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``x``: ``(N, H, W, C)``. ``output_scale``: a per-channel scale of the output (a layer scale after this
+        layer), applied to the output projection's weights, so that the output need not be kept for its gradient.
+        """
         value = self.input_proj(x)
         query = self.dw_conv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
         out = dcnv3(
@@ -83,8 +97,37 @@ class DCNv3(nn.Module):
             dilation=(self.dilation, self.dilation),
             group=self.group,
             offset_scale=self.offset_scale,
+            backend=self.backend,
         )
-        return self.output_proj(out)
+        return F.linear(out, *scale_rows(self.output_proj.weight, self.output_proj.bias, output_scale))
 
     def extra_repr(self) -> str:
-        return f'channels={self.channels}, kernel_size={self.kernel_size}, group={self.group}'
+        backend = '' if self.backend is None else f', backend={self.backend!r}'
+        return f'channels={self.channels}, kernel_size={self.kernel_size}, group={self.group}{backend}'
+
+
+def set_dcn_backend(module: nn.Module, backend: Optional[str]) -> nn.Module:
+    """Set the sampling backend of every :class:`DCNv3` layer in ``module`` (None: the user's default).
+
+    Returns ``module``. Works for any model holding DCNv3 layers (a UniConvNet, a detector built on one).
+    """
+    backend = check_backend_name(backend)
+    for layer in module.modules():
+        if isinstance(layer, DCNv3):
+            layer.backend = backend
+    return module
+
+
+@contextmanager
+def dcn_backend(module: nn.Module, backend: Optional[str]) -> Iterator[nn.Module]:
+    """Run a block of code with every DCNv3 layer of ``module`` on ``backend``; each layer's own setting after.
+
+    Example: ``with dcn_backend(model, 'torch'): torch.onnx.export(model, ...)``.
+    """
+    previous: Dict[DCNv3, Optional[str]] = {m: m.backend for m in module.modules() if isinstance(m, DCNv3)}
+    set_dcn_backend(module, backend)
+    try:
+        yield module
+    finally:
+        for layer, name in previous.items():
+            layer.backend = name

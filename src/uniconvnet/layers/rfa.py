@@ -9,80 +9,25 @@ running feature by one part. Each layer operator does, in the official ``ConvMod
     amplify = Conv1x1(context * Conv1x1(x))      (the amplifier: context gated by a projection of x)
     discrim = Depthwise3x3(Conv1x1(part)) + Proj1x1(context)   (Proj is the identity for the first layer)
     out     = concat(discrim, amplify)
+
+Everything is computed channels-last: the 1x1 convolutions are matrix products over the last dimension (their
+weights keep the official ``(out, in, 1, 1)`` shape, so checkpoints load as they are), the LayerNorms are single
+``F.layer_norm`` calls, and the depthwise convolutions read NCHW views of channels-last memory, oneDNN's fast
+layout, without copies. The discriminator paths of all layers read only the RFA's normalised input, so the RFA
+runs them together: one matrix product (block-diagonal weights) and one depthwise convolution instead of one of
+each per layer. In float32 this rounds differently from the official NCHW code, within the official-parity
+tolerance (``tests/test_parity.py``).
 """
-from typing import List, Optional, Sequence, Type
+from typing import List, Optional, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import register_notrace_function
 
+from .functional import block_diagonal, depthwise_channels_last, pointwise_channels_last, product_linear, scale_rows
 from .fusion import fold_input_affine_, fold_output_scale_, without_affine
-from .norm import LayerNorm2d
 
 __all__ = ['LayerOperator', 'ReceptiveFieldAggregator', 'RFA', 'rfa_valid_widths']
-
-
-def pointwise_channels_last(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
-    """A 1x1 convolution's ``weight`` and ``bias`` applied to an NHWC tensor: a matrix product over channels."""
-    return F.linear(x, weight.flatten(1), bias)
-
-
-class _LargeDepthwiseConv(torch.autograd.Function):
-    """Depthwise convolution (stride 1, 'same' padding, odd kernel) with a faster backward for large kernels.
-
-    oneDNN computes the weight gradient of a large depthwise kernel at a few GMAC/s. Here it is one more
-    depthwise convolution: the padded input of every (image, channel) convolved with that plane's output
-    gradient as the kernel gives the k x k gradient of the plane's weights, summed over images. The input
-    gradient is the convolution of the output gradient with the flipped kernel.
-    """
-
-    @staticmethod
-    def forward(ctx, x, weight, bias):
-        ctx.save_for_backward(x, weight)
-        ctx.has_bias = bias is not None
-        return F.conv2d(x, weight, bias, padding=weight.shape[-1] // 2, groups=weight.shape[0])
-
-    @staticmethod
-    def backward(ctx, grad_out):
-        x, weight = ctx.saved_tensors
-        channels, kernel = weight.shape[0], weight.shape[-1]
-        pad = kernel // 2
-        grad_x = grad_weight = grad_bias = None
-        # under autocast the forward ran in a lower precision than the saved tensors: compute the gradients in the
-        # dtype of grad_out (as autocast's own conv backward does) and return each in its input's dtype
-        dtype = grad_out.dtype
-        if ctx.needs_input_grad[0]:
-            grad_x = F.conv2d(grad_out, weight.to(dtype).flip(-1, -2), padding=pad, groups=channels).to(x.dtype)
-        if ctx.needs_input_grad[1]:
-            n, _, height, width = x.shape
-            planes = x.to(dtype).reshape(1, n * channels, height, width)
-            kernels = grad_out.reshape(n * channels, 1, height, width)
-            grad_weight = F.conv2d(planes, kernels, padding=pad, groups=n * channels)
-            grad_weight = grad_weight.view(n, channels, kernel, kernel)
-            grad_weight = grad_weight.sum(0).unsqueeze(1).to(weight.dtype)
-        if ctx.has_bias and ctx.needs_input_grad[2]:
-            grad_bias = grad_out.sum((0, 2, 3)).to(weight.dtype)
-        return grad_x, grad_weight, grad_bias
-
-
-# torch >= 2.5 separates symbolic tracing from torch.export (is_fx_tracing is true for both, with a warning);
-# looked up once here, not on every convolution
-_is_fx_symbolic_tracing = getattr(torch.fx._symbolic_trace, 'is_fx_symbolic_tracing',
-                                  torch.fx._symbolic_trace.is_fx_tracing)
-
-
-@register_notrace_function  # FX keeps it one call: its branch on requires_grad is not traceable
-def large_depthwise_conv(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
-    """``F.conv2d(x, weight, bias, padding=k // 2, groups=C)`` for an odd k; with k >= 7 and gradients
-    enabled, through :class:`_LargeDepthwiseConv` (same forward, faster backward)."""
-    # FX: a tracer that does not know timm's notrace list (torchvision's feature extractor reaches this through
-    # forward_channels_last, not a module call) must not branch on proxies; the traced graph is the plain conv
-    if not torch.jit.is_scripting():  # TorchScript compiles only the plain conv
-        if not _is_fx_symbolic_tracing() and weight.shape[-1] >= 7 and torch.is_grad_enabled() \
-                and (x.requires_grad or weight.requires_grad):
-            return _LargeDepthwiseConv.apply(x, weight, bias)
-    return F.conv2d(x, weight, bias, padding=weight.shape[-1] // 2, groups=weight.shape[0])
 
 
 def rfa_valid_widths(dim: int, num_layers: int) -> List[int]:
@@ -93,7 +38,12 @@ def rfa_valid_widths(dim: int, num_layers: int) -> List[int]:
 
 
 class LayerOperator(nn.Module):
-    """One layer of the RFA: widens a running feature of ``in_chs`` channels by ``part_chs`` channels."""
+    """One layer of the RFA: widens a running feature of ``in_chs`` channels by ``part_chs`` channels.
+
+    Takes and returns channels-last ``(N, H, W, C)`` tensors. Its discriminator convolutions (``disc_pw``,
+    ``disc_dw``) are run by the RFA for all layers at once (:meth:`ReceptiveFieldAggregator.discriminate`); the
+    forward takes their output.
+    """
 
     first: torch.jit.Final[bool]  # a constant for TorchScript, which then compiles only the branch taken
 
@@ -103,7 +53,6 @@ class LayerOperator(nn.Module):
             part_chs: int,
             kernel_size: int,
             first: bool = False,
-            act_layer: Type[nn.Module] = nn.GELU,
             eps: float = 1e-6,
             device=None,
             dtype=None,
@@ -113,9 +62,10 @@ class LayerOperator(nn.Module):
         if first and in_chs != part_chs:
             raise ValueError(f'the first layer operator takes one part: in_chs={in_chs} != part_chs={part_chs}')
         self.first = first
-        self.norm = nn.Identity() if first else LayerNorm2d(in_chs, eps=eps, **dd)
+        self.part_chs = part_chs
+        # the first layer reads a part of the RFA's own, already normalised input
+        self.norm = nn.Identity() if first else nn.LayerNorm(in_chs, eps=eps, **dd)
         self.context_pw = nn.Conv2d(in_chs, in_chs, 1, **dd)
-        self.act = act_layer()
         self.context_dw = nn.Conv2d(in_chs, in_chs, kernel_size, padding=kernel_size // 2, groups=in_chs, **dd)
         self.amp_gate = nn.Conv2d(in_chs, in_chs, 1, **dd)
         self.amp_proj = nn.Conv2d(in_chs, in_chs, 1, **dd)
@@ -124,30 +74,27 @@ class LayerOperator(nn.Module):
         # the first layer's context already has the width of one part
         self.context_proj = nn.Identity() if first else nn.Conv2d(in_chs, part_chs, 1, **dd)
 
-    def forward(self, x: torch.Tensor, part: torch.Tensor) -> torch.Tensor:
-        x = self.norm(x)
-        context = self.context_dw(self.act(self.context_pw(x)))
-        amplified = self.amp_proj(context * self.amp_gate(x))
-        discriminated = self.disc_dw(self.disc_pw(part)) + self.context_proj(context)
-        return torch.cat((discriminated, amplified), dim=1)
+    def forward(self, x: torch.Tensor, discriminated: torch.Tensor,
+                output_scale: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``x``: the running feature; ``discriminated``: ``disc_dw(disc_pw(part))`` of this layer's part.
 
-    def forward_channels_last(self, x: torch.Tensor, part: torch.Tensor) -> torch.Tensor:
-        """:meth:`forward` on NHWC tensors: 1x1 convolutions as matrix products, depthwise ones channels-last."""
-        if not self.first:
-            x = self.norm.forward_channels_last(x)
-        context = self.act(pointwise_channels_last(x, self.context_pw.weight, self.context_pw.bias))
-        # depthwise convolutions read the NCHW view of channels-last memory: oneDNN's fast layout, no copies
-        context = large_depthwise_conv(context.permute(0, 3, 1, 2), self.context_dw.weight, self.context_dw.bias)
-        context = context.permute(0, 2, 3, 1)
+        ``output_scale``: a per-channel scale of the output, taken into the amplifier's and the context
+        projection's weights (``discriminated`` must come scaled); not for the first layer, which adds its
+        context unprojected.
+        """
+        x = self.norm(x)
+        context = pointwise_channels_last(x, self.context_pw.weight, self.context_pw.bias)
+        context = depthwise_channels_last(context, self.context_dw.weight, self.context_dw.bias, gelu_first=True)
         gate = pointwise_channels_last(x, self.amp_gate.weight, self.amp_gate.bias)
-        amplified = pointwise_channels_last(context * gate, self.amp_proj.weight, self.amp_proj.bias)
-        discriminated = pointwise_channels_last(part, self.disc_pw.weight, self.disc_pw.bias)
-        discriminated = self.disc_dw(discriminated.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+        amp_weight, amp_bias = scale_rows(self.amp_proj.weight.flatten(1), self.amp_proj.bias,
+                                          None if output_scale is None else output_scale[self.part_chs:])
+        amplified = product_linear(context, gate, amp_weight, amp_bias)
         if self.first:
             discriminated = discriminated + context
         else:
-            discriminated = discriminated + pointwise_channels_last(
-                context, self.context_proj.weight, self.context_proj.bias)
+            proj_weight, proj_bias = scale_rows(self.context_proj.weight.flatten(1), self.context_proj.bias,
+                                                None if output_scale is None else output_scale[:self.part_chs])
+            discriminated = discriminated + F.linear(context, proj_weight, proj_bias)
         return torch.cat((discriminated, amplified), dim=-1)
 
     @torch.no_grad()
@@ -164,12 +111,14 @@ class LayerOperator(nn.Module):
 
 
 class ReceptiveFieldAggregator(nn.Module):
-    """RFA over an NCHW tensor; output has the input's shape.
+    """RFA over an NCHW tensor; the output has the input's shape (an NCHW view of channels-last memory).
+
+    Computes channels-last inside: an input that is channels-last in memory (``x.contiguous(memory_format=
+    torch.channels_last)``, as every UniConvNet block passes) is read without a copy.
 
     Args:
         dim: channels in and out; must be divisible by ``len(kernel_sizes) + 1``.
         kernel_sizes: one odd depthwise kernel size per layer operator; ``(7, 9, 11)`` is the paper's.
-        act_layer: activation inside the context branch.
         eps: LayerNorm epsilon.
     """
 
@@ -177,7 +126,6 @@ class ReceptiveFieldAggregator(nn.Module):
             self,
             dim: int,
             kernel_sizes: Sequence[int] = (7, 9, 11),
-            act_layer: Type[nn.Module] = nn.GELU,
             eps: float = 1e-6,
             device=None,
             dtype=None,
@@ -200,26 +148,51 @@ class ReceptiveFieldAggregator(nn.Module):
         self.dim = dim
         self.kernel_sizes = kernel_sizes
         self.part_chs = dim // num_parts
-        self.norm = LayerNorm2d(dim, eps=eps, **dd)
+        self.norm = nn.LayerNorm(dim, eps=eps, **dd)
         self.layers = nn.ModuleList([
-            LayerOperator((i + 1) * self.part_chs, self.part_chs, k, first=i == 0, act_layer=act_layer, eps=eps, **dd)
+            LayerOperator((i + 1) * self.part_chs, self.part_chs, k, first=i == 0, eps=eps, **dd)
             for i, k in enumerate(kernel_sizes)
         ])
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        parts = torch.split(self.norm(x), self.part_chs, dim=1)
-        y = parts[0]
+    def forward(self, x: torch.Tensor, output_scale: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``output_scale``: a per-channel scale of the output (the block's layer scale). With two or more layer
+        operators it acts through the last one's weights, so that no output-sized tensor is kept for its
+        gradient; with one, whose output adds the context unprojected, it multiplies the output."""
+        x = self.norm(x.permute(0, 2, 3, 1))
+        through_weights = output_scale is not None and not self.layers[-1].first
+        last_scale = output_scale if through_weights else None
+        discriminated = self.discriminate(x[..., self.part_chs:], last_scale)
+        y = x[..., :self.part_chs]
         for i, layer in enumerate(self.layers):
-            y = layer(y, parts[i + 1])
-        return y
+            scale = last_scale if i == len(self.layers) - 1 else None
+            y = layer(y, discriminated[..., i * self.part_chs:(i + 1) * self.part_chs], scale)
+        if output_scale is not None and not through_weights:
+            y = y * output_scale
+        return y.permute(0, 3, 1, 2)
 
-    def forward_channels_last(self, x: torch.Tensor) -> torch.Tensor:
-        """:meth:`forward` on an NHWC tensor (see :meth:`LayerOperator.forward_channels_last`)."""
-        parts = torch.split(self.norm.forward_channels_last(x), self.part_chs, dim=-1)
-        y = parts[0]
-        for i, layer in enumerate(self.layers):
-            y = layer.forward_channels_last(y, parts[i + 1])
-        return y
+    def discriminate(self, parts: torch.Tensor, last_scale: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Every layer's ``disc_dw(disc_pw(part))`` at once, for ``parts`` = the normalised parts ``1..N`` (NHWC).
+
+        The 1x1 convolutions act on disjoint parts: one matrix product with their weights on the diagonal (the
+        zeros cost ``N``-fold MACs on this small piece, and save ``N - 1`` calls), then one depthwise convolution.
+        ``last_scale``: the RFA's output scale, whose first part scales the last layer's depthwise convolution.
+        """
+        pointwise_weights: List[torch.Tensor] = []
+        pointwise_biases: List[torch.Tensor] = []
+        depthwise_weights: List[torch.Tensor] = []
+        depthwise_biases: List[torch.Tensor] = []
+        for layer in self.layers:
+            pointwise_bias, depthwise_bias = layer.disc_pw.bias, layer.disc_dw.bias
+            assert pointwise_bias is not None and depthwise_bias is not None  # for TorchScript: built with biases
+            pointwise_weights.append(layer.disc_pw.weight.flatten(1))
+            pointwise_biases.append(pointwise_bias)
+            depthwise_weights.append(layer.disc_dw.weight)
+            depthwise_biases.append(depthwise_bias)
+        if last_scale is not None:
+            depthwise_weights[-1] = depthwise_weights[-1] * last_scale[:self.part_chs, None, None, None]
+            depthwise_biases[-1] = depthwise_biases[-1] * last_scale[:self.part_chs]
+        y = F.linear(parts, block_diagonal(pointwise_weights), torch.cat(pointwise_biases))
+        return depthwise_channels_last(y, torch.cat(depthwise_weights), torch.cat(depthwise_biases))
 
     def reparameterize(self) -> None:
         """Fold the norm's affine parameters into the 1x1 convolutions that read its parts (inference; in place).

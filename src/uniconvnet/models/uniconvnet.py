@@ -10,10 +10,10 @@ Each block is three residual branches, each with a layer scale:
     x = x + DCNv3(LayerNorm(x))                     (NHWC)
     x = x + MLP(LayerNorm(x))                       (NHWC)
 
-By default (``fast_path=True``) blocks compute all three branches channels-last: the RFA's 1x1 convolutions become
-matrix products over the channels, its LayerNorms reduce over the last dimension in the official arithmetic, its
-depthwise convolutions run on channels-last memory, and activations stay channels-last from block to block.
-``fast_path=False`` runs the official layout, op for op; both give the official outputs within float rounding.
+Blocks compute all three branches channels-last: the RFA's 1x1 convolutions are matrix products over the
+channels, its LayerNorms single ``F.layer_norm`` calls, its depthwise convolutions run on channels-last memory, and
+activations stay channels-last from block to block. The official code computes in NCHW; both give the official
+outputs within float rounding (``tests/test_parity.py``).
 """
 import re
 from functools import partial
@@ -24,9 +24,7 @@ import torch.nn as nn
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import (
     DropPath,
-    LayerScale,
-    LayerScale2d,
-    Mlp,
+    LayerNorm2d,
     NormMlpClassifierHead,
     get_device_dtype,
     register_notrace_function,
@@ -34,18 +32,50 @@ from timm.layers import (
 )
 from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, named_apply, register_model
 from timm.models._features import feature_take_indices
+from torch.utils.checkpoint import checkpoint
 
-from ..layers import DCNv3, LayerNorm2d, ReceptiveFieldAggregator
+from ..io import load_checkpoint_file
+from ..layers import DCNv3, Mlp, ReceptiveFieldAggregator, set_dcn_backend
 from ..layers.fusion import fold_input_affine_, fold_output_scale_, without_affine
 
-__all__ = ['UniConvNet', 'UniConvNetBlock', 'UniConvNetStage', 'VARIANTS', 'checkpoint_filter_fn', 'infer_variant']
+__all__ = ['BRANCHES', 'UniConvNet', 'UniConvNetBlock', 'UniConvNetStage', 'VARIANTS', 'checkpoint_filter_fn',
+           'infer_variant']
+
+# The residual branches of a block, in order: what ``recompute`` names
+BRANCHES = ('rfa', 'dcn', 'mlp')
+
+
+def check_recompute(recompute: Sequence[str]) -> List[bool]:
+    """Per branch of :data:`BRANCHES`, whether it is recomputed in the backward pass; a ValueError for other names."""
+    if isinstance(recompute, str):
+        recompute = (recompute,)
+    unknown = [name for name in recompute if name not in BRANCHES]
+    if unknown:
+        raise ValueError(f'unknown branch(es) to recompute: {", ".join(map(repr, unknown))}; choose from '
+                         f'{", ".join(BRANCHES)} (e.g. recompute=("rfa",)), or () for none')
+    return [name in recompute for name in BRANCHES]
+
+
+class LayerScale(nn.Module):
+    """A branch's per-channel layer scale ``gamma`` (state-dict key ``ls_*.gamma``, timm's layout).
+
+    The branches apply it through their projection weights (``scale_rows``) rather than by calling this module;
+    :meth:`UniConvNetBlock.reparameterize` folds it into those weights for good and sets it to None.
+    """
+
+    gamma: Optional[torch.Tensor]
+
+    def __init__(self, dim: int, init_value: float = 1e-6, device=None, dtype=None):
+        super().__init__()
+        self.gamma = nn.Parameter(torch.full((dim,), init_value, device=device, dtype=dtype))
 
 
 class UniConvNetBlock(nn.Module):
     """RFA, then DCNv3, then MLP; each a residual branch with layer scale and drop path. NCHW in and out.
 
-    With ``fast_path`` the block computes channels-last (see the module docstring); its output is then an NCHW
-    view of channels-last memory, which the next block reads without a copy.
+    The block computes channels-last (see the module docstring); its output is an NCHW view of channels-last
+    memory, which the next block reads without a copy. Branches named in ``recompute`` (see :data:`BRANCHES`) keep
+    only their input for the backward pass and run again there: less memory for more time.
     """
 
     def __init__(
@@ -57,52 +87,63 @@ class UniConvNetBlock(nn.Module):
             ls_init_value: float = 1e-6,
             drop_path: float = 0.0,
             proj_drop: float = 0.0,
-            fast_path: bool = True,
+            dcn_backend: Optional[str] = None,
+            recompute: Sequence[str] = (),
             device=None,
             dtype=None,
     ):
         dd = {'device': device, 'dtype': dtype}
         super().__init__()
-        self.fast_path = fast_path
+        self.recompute = check_recompute(recompute)
         if dcn_group_channels < 1 or dim % dcn_group_channels != 0:
             raise ValueError(f'UniConvNetBlock: dim={dim} is not divisible by the DCN group width '
                              f'dcn_group_channels={dcn_group_channels}; use a width that is a multiple of it')
         self.rfa = ReceptiveFieldAggregator(dim, kernel_sizes, **dd)
-        self.ls_rfa = LayerScale2d(dim, ls_init_value, **dd)
+        self.ls_rfa = LayerScale(dim, ls_init_value, **dd)
         self.norm_dcn = nn.LayerNorm(dim, eps=1e-6, **dd)
-        self.dcn = DCNv3(dim, kernel_size=3, stride=1, pad=1, dilation=1, group=dim // dcn_group_channels, **dd)
+        self.dcn = DCNv3(dim, kernel_size=3, stride=1, pad=1, dilation=1, group=dim // dcn_group_channels,
+                         backend=dcn_backend, **dd)
         self.ls_dcn = LayerScale(dim, ls_init_value, **dd)
         self.norm_mlp = nn.LayerNorm(dim, eps=1e-6, **dd)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=nn.GELU, drop=proj_drop, **dd)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=proj_drop, **dd)
         self.ls_mlp = LayerScale(dim, ls_init_value, **dd)
         self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.fast_path:
-            # NHWC from here on; free when x is channels-last in memory (the previous block's output is)
-            x = x.permute(0, 2, 3, 1).contiguous()
-            rfa = self.rfa.forward_channels_last(x).permute(0, 3, 1, 2)  # NCHW view for the 2-D layer scale
-            x = x + self.drop_path(self.ls_rfa(rfa)).permute(0, 2, 3, 1)
-        else:
-            x = x + self.drop_path(self.ls_rfa(self.rfa(x)))
-            x = x.permute(0, 2, 3, 1)
-        x = x + self.drop_path(self.ls_dcn(self.dcn(self.norm_dcn(x))))
-        x = x + self.drop_path(self.ls_mlp(self.mlp(self.norm_mlp(x))))
+        # NHWC from here on; free when x is channels-last in memory (the previous block's output is)
+        x = x.permute(0, 2, 3, 1).contiguous()
+        x = x + self.drop_path(self._run_branch(0, x))  # RFA
+        x = x + self.drop_path(self._run_branch(1, x))  # DCNv3
+        x = x + self.drop_path(self._run_branch(2, x))  # MLP
         return x.permute(0, 3, 1, 2)
+
+    def _run_branch(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        if not torch.jit.is_scripting():  # TorchScript: no recomputation
+            if self.recompute[index] and torch.is_grad_enabled():
+                return checkpoint(self.branch, index, x, use_reentrant=False)
+        return self.branch(index, x)
+
+    def branch(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        """Branch ``BRANCHES[index]`` of the NHWC residual stream ``x``, its layer scale included."""
+        # the layer scales act through the projections' weights: nothing extra is kept for their gradients
+        if index == 0:
+            return self.rfa(x.permute(0, 3, 1, 2), self.ls_rfa.gamma).permute(0, 2, 3, 1)
+        if index == 1:
+            return self.dcn(self.norm_dcn(x), self.ls_dcn.gamma)
+        return self.mlp(self.norm_mlp(x), self.ls_mlp.gamma)
 
     def reparameterize(self) -> None:
         """Fold for inference, in place: layer scales into the projections before them, the MLP norm's affine
         parameters into the first MLP layer, and (inside the RFA) its norms' affine parameters into the 1x1
         convolutions after them. The DCN norm stays: it also feeds a zero-padded depthwise convolution, where a
         shift does not fold exactly. Call after loading weights; the state dict changes."""
-        if isinstance(self.ls_rfa, LayerScale2d) and self.rfa.fold_output_scale_(self.ls_rfa.gamma):
-            self.ls_rfa = nn.Identity()
-        if isinstance(self.ls_dcn, LayerScale):
-            fold_output_scale_(self.dcn.output_proj, self.ls_dcn.gamma)
-            self.ls_dcn = nn.Identity()
-        if isinstance(self.ls_mlp, LayerScale):
-            fold_output_scale_(self.mlp.fc2, self.ls_mlp.gamma)
-            self.ls_mlp = nn.Identity()
+        # the branches pass gamma = None on: no scale left to apply (the modules stay for TorchScript's typing)
+        if self.ls_rfa.gamma is not None and self.rfa.fold_output_scale_(self.ls_rfa.gamma):
+            self.ls_rfa.gamma = None
+        for layer_scale, projection in ((self.ls_dcn, self.dcn.output_proj), (self.ls_mlp, self.mlp.fc2)):
+            if layer_scale.gamma is not None:
+                fold_output_scale_(projection, layer_scale.gamma)
+                layer_scale.gamma = None
         if self.norm_mlp.weight is not None:
             fold_input_affine_(self.mlp.fc1, self.norm_mlp.weight, self.norm_mlp.bias)
             self.norm_mlp = without_affine(self.norm_mlp)
@@ -176,7 +217,10 @@ class UniConvNet(nn.Module):
         drop_rate: dropout before the classifier.
         proj_drop_rate: dropout inside the MLPs.
         drop_path_rate: stochastic depth, rising linearly over the blocks to this value.
-        fast_path: compute blocks channels-last (default); False runs the official NCHW layout op for op.
+        dcn_backend: DCNv3 sampling backend of every block (see :meth:`set_dcn_backend`); None: the user's
+            default (``UNICONVNET_DCN_BACKEND``, else ``'auto'``).
+        recompute: branches of every block (``'rfa'``, ``'dcn'``, ``'mlp'``) that keep only their input for the
+            backward pass and run again there (see :meth:`set_recompute`).
     """
 
     def __init__(
@@ -194,7 +238,8 @@ class UniConvNet(nn.Module):
             drop_rate: float = 0.0,
             proj_drop_rate: float = 0.0,
             drop_path_rate: float = 0.0,
-            fast_path: bool = True,
+            dcn_backend: Optional[str] = None,
+            recompute: Sequence[str] = (),
             device=None,
             dtype=None,
     ):
@@ -207,7 +252,6 @@ class UniConvNet(nn.Module):
         self.in_chans = in_chans
         self.num_classes = num_classes
         self.drop_rate = drop_rate
-        self.fast_path = fast_path
         self.feature_info: List[Dict[str, Any]] = []
 
         self.stem = nn.Sequential(
@@ -234,7 +278,8 @@ class UniConvNet(nn.Module):
                 mlp_ratio=mlp_ratio,
                 ls_init_value=ls_init_value,
                 proj_drop=proj_drop_rate,
-                fast_path=fast_path,
+                dcn_backend=dcn_backend,
+                recompute=recompute,
                 **dd,
             ))
             self.feature_info.append(dict(num_chs=dim, reduction=reduction, module=f'stages.{i}'))
@@ -263,12 +308,27 @@ class UniConvNet(nn.Module):
             s.grad_checkpointing = enable
 
     @torch.jit.ignore
-    def set_fast_path(self, enable: bool = True) -> None:
-        """Switch every block between the channels-last fast path and the official NCHW layout."""
-        self.fast_path = enable
+    def set_recompute(self, branches: Sequence[str] = BRANCHES) -> 'UniConvNet':
+        """Selective recomputation: the named branches of every block (``'rfa'``, ``'dcn'``, ``'mlp'``; ``()`` for
+        none) keep only their input for the backward pass and run again there. Returns the model.
+
+        Finer than :meth:`set_grad_checkpointing` (whole stages): e.g. ``('rfa',)`` drops the RFA's many
+        small intermediates, the largest share of a block's activation memory, for one more RFA forward.
+        """
+        flags = check_recompute(branches)
         for module in self.modules():
             if isinstance(module, UniConvNetBlock):
-                module.fast_path = enable
+                module.recompute = list(flags)
+        return self
+
+    @torch.jit.ignore
+    def set_dcn_backend(self, backend: Optional[str]) -> 'UniConvNet':
+        """Sampling backend of every DCNv3 layer: ``'auto'``, ``'torch'`` (the reference core, plain ATen ops),
+        ``'cpu'`` or ``'triton'`` (see :mod:`uniconvnet.ops.dcnv3`); None: the user's default. Returns the model.
+
+        For a block of code only: ``with uniconvnet.layers.dcn_backend(model, 'torch'): ...``.
+        """
+        return set_dcn_backend(self, backend)
 
     @torch.jit.ignore
     def fuse(self) -> 'UniConvNet':
@@ -312,8 +372,7 @@ class UniConvNet(nn.Module):
         if output_fmt != 'NCHW':
             raise ValueError(f"UniConvNet intermediates are NCHW only, got output_fmt={output_fmt!r}")
         check_input_channels(x, self.in_chans)
-        if self.fast_path:
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
         intermediates = []
         take_indices, max_index = feature_take_indices(len(self.stages), indices)
         x = self.stem(x)
@@ -348,8 +407,7 @@ class UniConvNet(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Stem and stages; returns the last stage's NCHW map (before pooling)."""
         check_input_channels(x, self.in_chans)
-        if self.fast_path:
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
         x = self.stem(x)
         return self.stages(x)
 
@@ -586,14 +644,65 @@ VARIANTS: Dict[str, Dict[str, Any]] = {
 }
 
 
+def _check_out_indices(variant: str, out_indices: Any, num_levels: int) -> None:
+    """timm indexes the feature levels with ``out_indices`` deep inside its wrappers; check them here instead."""
+    fix = (f'{variant} has {num_levels} feature levels (its stages): use indices 0..{num_levels - 1} '
+           f'(or -{num_levels}..-1 from the end), e.g. out_indices={tuple(range(num_levels))}')
+    is_int = lambda i: isinstance(i, int) and not isinstance(i, bool)  # noqa: E731
+    if is_int(out_indices):
+        if not 1 <= out_indices <= num_levels:
+            raise ValueError(f'out_indices={out_indices}: a number n selects the last n feature levels, so it must '
+                             f'be 1..{num_levels}; {fix}')
+        return
+    indices = list(out_indices) if isinstance(out_indices, (list, tuple)) else []
+    if not indices or not all(is_int(i) and -num_levels <= i < num_levels for i in indices):
+        raise ValueError(f'out_indices={out_indices!r} is not valid: {fix}')
+
+
+def _check_create_options(variant: str, kwargs: Dict[str, Any]) -> None:
+    """Options of ``timm.create_model`` that timm passes on unchecked, answered with what would work."""
+    if 'out_indices' in kwargs:
+        if not kwargs.get('features_only'):
+            raise ValueError(f'out_indices selects the feature maps of a feature extractor: create it with '
+                             f'features_only=True, out_indices={kwargs["out_indices"]!r} (or use '
+                             f'model.forward_intermediates(x, indices=...))')
+        _check_out_indices(variant, kwargs['out_indices'], len(kwargs.get('depths', VARIANTS[variant]['depths'])))
+    drop_path_rate = kwargs.get('drop_path_rate', 0.0)
+    if not 0.0 <= drop_path_rate < 1.0:
+        raise ValueError(f'drop_path_rate={drop_path_rate} must be in [0, 1): it is the probability of dropping the '
+                         f'last block (the paper uses 0.1-0.5 by model size)')
+    if kwargs.get('in_chans', 3) < 1:
+        raise ValueError(f'in_chans={kwargs["in_chans"]} must be at least 1 (3 for RGB, 1 for grey images)')
+    if kwargs.get('num_classes', 0) < 0:
+        raise ValueError(f'num_classes={kwargs["num_classes"]} must be at least 0 (0: no classifier, the pooled '
+                         f'features are returned)')
+
+
+def _read_local_weights(pretrained: bool, kwargs: Dict[str, Any]) -> None:
+    """``pretrained_cfg_overlay=dict(file=PATH)``: read PATH with our safe reader and hand timm the weights.
+
+    timm's own reader logs a missing file and raises an empty FileNotFoundError, and reports a corrupt file as a
+    pickle that needs globals; ours names the file and what is wrong with it, reads safetensors too, and never
+    unpickles code.
+    """
+    overlay = kwargs.get('pretrained_cfg_overlay') or {}
+    if pretrained and overlay.get('file') and overlay.get('state_dict') is None:
+        weights = load_checkpoint_file(overlay['file'])
+        kwargs['pretrained_cfg_overlay'] = dict(overlay, state_dict=weights)
+
+
 def _create_uniconvnet(variant: str, pretrained: bool = False, **kwargs: Any) -> UniConvNet:
+    _check_create_options(variant, kwargs)
+    _read_local_weights(pretrained, kwargs)
     model_args = dict(VARIANTS[variant], **kwargs)
-    return build_model_with_cfg(
+    model = build_model_with_cfg(
         UniConvNet, variant, pretrained,
         pretrained_filter_fn=checkpoint_filter_fn,
         feature_cfg=dict(out_indices=(0, 1, 2, 3), flatten_sequential=True),
         **model_args,
     )
+    model.pretrained_cfg.pop('state_dict', None)  # loaded: the config keeps the file's name, not its tensors
+    return model
 
 
 @register_model

@@ -5,14 +5,23 @@ Backends (``BACKENDS``):
     reference the official-parity tests check; what TorchScript, FX and ONNX export see.
   * ``cpu``: the gather core for CPU tensors (:mod:`.dcnv3_cpu`), two ``torch.library`` custom ops (forward,
     backward); faster than ``torch`` on CPUs and equal to it up to float rounding.
+  * ``numba``: numba kernels for CPU tensors (:mod:`.dcnv3_numba`, optional extra ``numba``), two
+    ``torch.library`` custom ops compiled on first use; several times faster than ``cpu``. Where numba is
+    missing, ``auto`` uses ``cpu``.
   * ``triton``: the Triton kernels as the ``uniconvnet::dcnv3_sample`` custom op (:mod:`.dcnv3_triton`),
     for CUDA tensors; ``torch.compile`` and ``torch.export`` keep it as one node.
+  * ``export``: the ``torch`` core with its arithmetic arranged for OpenVINO (:mod:`.dcnv3_export`), plain ATen
+    ops; what OpenVINO export uses. Any device and dtype; equal to ``torch`` up to float rounding.
 
-Choice, first that applies: the ``backend`` argument, the ``UNICONVNET_DCN_BACKEND`` environment variable
-(``auto``, ``torch``, ``cpu`` or ``triton``), ``auto``. ``auto`` picks by device (``AUTO_BACKEND_BY_DEVICE``:
-``cpu`` for CPU tensors, ``triton`` for CUDA ones, else ``torch``); during ONNX export it always picks ``torch``
-(plain operators). A backend asked for by name that cannot run raises; one chosen by ``auto`` or the
-environment variable falls back to ``torch`` and says so in one log line, once per reason.
+Choice, first that applies: the ``backend`` argument (what a :class:`~uniconvnet.layers.DCNv3` layer passes:
+its ``backend`` attribute, set with ``model.set_dcn_backend(...)`` or :func:`~uniconvnet.layers.dcn_backend`),
+the user's default from the ``UNICONVNET_DCN_BACKEND`` environment variable (``auto``, ``torch``, ``cpu``,
+``numba`` or ``triton``; read once, when this module is imported; library code never writes it), ``auto``.
+``auto`` tries by device (``AUTO_BACKENDS_BY_DEVICE``: ``numba``, then ``cpu`` where the optional numba extra is
+missing, for CPU tensors; ``triton`` for CUDA ones), then ``torch``; during ONNX export it always picks ``torch``
+(plain operators). A backend asked for by name that cannot run raises;
+one chosen by ``auto`` or the environment variable falls back to ``torch`` and says so in one log line, once
+per reason.
 """
 import logging
 import os
@@ -22,14 +31,18 @@ import torch
 from timm.layers import register_notrace_function
 
 from .dcnv3_cpu import dcnv3_cpu
+from .dcnv3_export import dcnv3_export
+from .dcnv3_numba import dcnv3_numba, numba_unavailable_reason
 from .dcnv3_torch import dcnv3_output_size, dcnv3_torch
 from .dcnv3_triton import dcnv3_triton, triton_unavailable_reason
 
-__all__ = ['BACKENDS', 'BACKEND_ENV_VAR', 'dcnv3', 'select_backend']
+__all__ = ['BACKENDS', 'BACKEND_ENV_VAR', 'DEFAULT_BACKEND', 'check_backend_name', 'dcnv3', 'select_backend']
 
 _logger = logging.getLogger(__name__)
 
 BACKEND_ENV_VAR = 'UNICONVNET_DCN_BACKEND'
+# The user's process-wide default, read once at import. None when the variable is unset or empty.
+DEFAULT_BACKEND: Optional[str] = os.environ.get(BACKEND_ENV_VAR, '').strip().lower() or None
 
 
 def _always_runs(input: torch.Tensor) -> Optional[str]:
@@ -45,34 +58,55 @@ def _cpu_unavailable_reason(input: torch.Tensor) -> Optional[str]:
 BACKENDS: Dict[str, Tuple[Callable[..., torch.Tensor], Callable[[torch.Tensor], Optional[str]]]] = {
     'torch': (dcnv3_torch, _always_runs),
     'cpu': (dcnv3_cpu, _cpu_unavailable_reason),
+    'numba': (dcnv3_numba, numba_unavailable_reason),
     'triton': (dcnv3_triton, triton_unavailable_reason),
+    'export': (dcnv3_export, _always_runs),
 }
-# what 'auto' prefers on each device type; every other device type uses 'torch'
-AUTO_BACKEND_BY_DEVICE: Dict[str, str] = {'cuda': 'triton', 'cpu': 'cpu'}
+# what 'auto' tries on each device type, in order; then (and on every other device type) 'torch'
+AUTO_BACKENDS_BY_DEVICE: Dict[str, Tuple[str, ...]] = {'cuda': ('triton',), 'cpu': ('numba', 'cpu')}
 
 _reported_fallbacks: Set[Tuple[str, str]] = set()
 
 
-def select_backend(input: torch.Tensor, backend: Optional[str] = None) -> str:
-    """Name of the backend :func:`dcnv3` uses for ``input`` (its device and dtype); see the module docstring."""
-    from_argument = backend is not None
-    requested = backend if from_argument else os.environ.get(BACKEND_ENV_VAR, 'auto')
-    requested = requested.strip().lower() or 'auto'
-    if requested != 'auto' and requested not in BACKENDS:
-        source = 'backend argument' if from_argument else f'{BACKEND_ENV_VAR} environment variable'
-        raise ValueError(f'unknown DCNv3 backend {requested!r} in the {source}; choose one of: auto, '
+def check_backend_name(backend: Optional[str], source: str = 'backend argument') -> Optional[str]:
+    """``backend`` normalised (lower case; ``None`` stays ``None``), or a ValueError naming ``source``."""
+    if backend is None:
+        return None
+    name = backend.strip().lower() or 'auto'
+    if name != 'auto' and name not in BACKENDS:
+        raise ValueError(f'unknown DCNv3 backend {backend!r} in the {source}; choose one of: auto, '
                          f'{", ".join(BACKENDS)}')
-    if requested == 'auto' and torch.onnx.is_in_onnx_export():
-        return 'torch'  # ONNX needs plain operators (GridSample); custom ops would need plugins
-    name = AUTO_BACKEND_BY_DEVICE.get(input.device.type, 'torch') if requested == 'auto' else requested
-    reason = BACKENDS[name][1](input)
-    if reason is None:
-        return name
-    if from_argument:
-        raise ValueError(f'DCNv3 backend {name!r} cannot run here: {reason}. Use backend="torch" or "auto"')
+    return name
+
+
+def _report_fallback(name: str, reason: str) -> None:
     if (name, reason) not in _reported_fallbacks:
         _reported_fallbacks.add((name, reason))
         _logger.warning('uniconvnet: DCNv3 falls back from %s to the PyTorch core: %s', name, reason)
+
+
+def select_backend(input: torch.Tensor, backend: Optional[str] = None) -> str:
+    """Name of the backend :func:`dcnv3` uses for ``input`` (its device and dtype); see the module docstring."""
+    if backend is None:
+        requested = check_backend_name(DEFAULT_BACKEND, f'{BACKEND_ENV_VAR} environment variable') or 'auto'
+        forced = False  # the user's default falls back where it cannot run
+    else:
+        requested = check_backend_name(backend)
+        forced = requested != 'auto'
+    if requested == 'auto':
+        if torch.onnx.is_in_onnx_export():
+            return 'torch'  # ONNX needs plain operators (GridSample); custom ops would need plugins
+        candidates = AUTO_BACKENDS_BY_DEVICE.get(input.device.type, ())
+    else:
+        candidates = (requested,)
+    for name in candidates:
+        reason = BACKENDS[name][1](input)
+        if reason is None:
+            return name
+        if forced:
+            raise ValueError(f'DCNv3 backend {name!r} cannot run here: {reason}. Use backend="torch" or "auto"')
+    if candidates:
+        _report_fallback(name, reason)
     return 'torch'
 
 
@@ -101,7 +135,8 @@ def dcnv3(
         kernel_size, stride, padding, dilation: as for a convolution, ``(h, w)``.
         group: number of groups sharing offsets; ``C`` must be divisible by it.
         offset_scale: scale applied to the kernel grid and the offsets.
-        backend: ``'auto'``, ``'torch'`` or ``'triton'``; None reads ``UNICONVNET_DCN_BACKEND`` (default auto).
+        backend: ``'auto'`` or a name in :data:`BACKENDS`; None: the user's default (``UNICONVNET_DCN_BACKEND``,
+            else ``'auto'``).
 
     Returns:
         ``(N, H_out, W_out, C)``.

@@ -17,6 +17,39 @@ def dcnv3_output_size(height: int, width: int, kernel_size: Tuple[int, int], str
     return out_h, out_w
 
 
+def kernel_grid_locations(
+        out_h: int,
+        out_w: int,
+        padded_height: int,
+        padded_width: int,
+        kernel_size: Tuple[int, int],
+        stride: Tuple[int, int],
+        dilation: Tuple[int, int],
+        offset_scale: float,
+        dtype: torch.dtype,
+        device: torch.device,
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Sampling locations before the offsets: ``x`` shaped ``(1, 1, W_out, 1, P)``, ``y`` ``(1, H_out, 1, 1, P)``.
+
+    The regular kernel grid (scaled by ``offset_scale``) around each output pixel's window centre, as fractions
+    of the padded input, with :func:`sampling_locations`' point order and arithmetic.
+    """
+    kernel_h, kernel_w = kernel_size
+    num_points = kernel_h * kernel_w
+    # kernel-window centre of each output pixel, (c + 0.5) / size with pixel centres at half-integers
+    half_h, half_w = (dilation[0] * (kernel_h - 1)) // 2, (dilation[1] * (kernel_w - 1)) // 2
+    ref_y = (torch.arange(out_h, device=device, dtype=dtype) * stride[0] + (half_h + 0.5)) / padded_height
+    ref_x = (torch.arange(out_w, device=device, dtype=dtype) * stride[1] + (half_w + 0.5)) / padded_width
+    # regular kernel grid around the centre
+    point_y = (torch.arange(kernel_h, device=device, dtype=dtype) * dilation[0] - half_h) / padded_height
+    point_x = (torch.arange(kernel_w, device=device, dtype=dtype) * dilation[1] - half_w) / padded_width
+    point_x = point_x.repeat_interleave(kernel_h)  # x-major point order
+    point_y = point_y.repeat(kernel_w)
+    base_x = ref_x.view(1, 1, out_w, 1, 1) + point_x.view(1, 1, 1, 1, num_points) * offset_scale
+    base_y = ref_y.view(1, out_h, 1, 1, 1) + point_y.view(1, 1, 1, 1, num_points) * offset_scale
+    return base_x, base_y
+
+
 def sampling_locations(
         offset: torch.Tensor,
         padded_height: int,
@@ -35,22 +68,10 @@ def sampling_locations(
     (``p = ix * kernel_h + iy``) and ``offset`` holds ``(dx, dy)`` pairs in pixels for ``(group, P)`` in its last
     dimension.
     """
-    kernel_h, kernel_w = kernel_size
     n, out_h, out_w, _ = offset.shape
-    num_points = kernel_h * kernel_w
-    dtype, device = offset.dtype, offset.device
-    # kernel-window centre of each output pixel, (c + 0.5) / size with pixel centres at half-integers
-    half_h, half_w = (dilation[0] * (kernel_h - 1)) // 2, (dilation[1] * (kernel_w - 1)) // 2
-    ref_y = (torch.arange(out_h, device=device, dtype=dtype) * stride[0] + (half_h + 0.5)) / padded_height
-    ref_x = (torch.arange(out_w, device=device, dtype=dtype) * stride[1] + (half_w + 0.5)) / padded_width
-    # regular kernel grid around the centre
-    point_y = (torch.arange(kernel_h, device=device, dtype=dtype) * dilation[0] - half_h) / padded_height
-    point_x = (torch.arange(kernel_w, device=device, dtype=dtype) * dilation[1] - half_w) / padded_width
-    point_x = point_x.repeat_interleave(kernel_h)  # x-major point order
-    point_y = point_y.repeat(kernel_w)
-    base_x = ref_x.view(1, 1, out_w, 1, 1) + point_x.view(1, 1, 1, 1, num_points) * offset_scale
-    base_y = ref_y.view(1, out_h, 1, 1, 1) + point_y.view(1, 1, 1, 1, num_points) * offset_scale
-    offset = offset.reshape(n, out_h, out_w, group, num_points, 2)
+    base_x, base_y = kernel_grid_locations(out_h, out_w, padded_height, padded_width, kernel_size, stride,
+                                           dilation, offset_scale, offset.dtype, offset.device)
+    offset = offset.reshape(n, out_h, out_w, group, kernel_size[0] * kernel_size[1], 2)
     offset_x, offset_y = offset[..., 0], offset[..., 1]
     if offset_scale != 1.0:  # multiplying by 1 changes no bit: skip the pass
         offset_x, offset_y = offset_x * offset_scale, offset_y * offset_scale

@@ -14,7 +14,7 @@ from ultralytics.nn import tasks
 from ultralytics.nn.modules import C2f, C3, Conv
 
 from ...layers.rfa import ReceptiveFieldAggregator
-from ... import create_model  # TEMP until issue 14 lands: uniconvnet.models.create_model
+from ...models import create_model
 
 __all__ = ['RFABlock', 'C3kRFA', 'C3k2RFA', 'UniConvNetBackbone', 'YAML_MODULES', 'is_registered']
 

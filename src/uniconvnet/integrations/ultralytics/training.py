@@ -7,7 +7,7 @@ from ultralytics import YOLO
 from ultralytics.models.yolo.detect import DetectionValidator
 
 from ...data.yolo import small_objects_yolo
-from ...engine.coco_eval import coco_evaluate  # TEMP until issue 14 lands: uniconvnet.evaluation
+from ...evaluation import coco_evaluate
 from .configs import model_yaml
 from .parser import register
 from .trainer import DetectionTrainer
