@@ -9,7 +9,6 @@ gather, interleaved. Writes a markdown table to benchmarks/results/dcn_kernels_c
 Run: ``python benchmarks/dcn_kernels_cpu.py [--threads 2] [--threading-layer omp]``
 """
 import argparse
-import os
 import statistics
 import time
 from pathlib import Path
@@ -19,6 +18,7 @@ import timm
 import torch
 
 import uniconvnet  # noqa: F401  (registers the models)
+from uniconvnet.layers import dcn_backend
 from uniconvnet.ops import dcnv3_cpu, dcnv3_numba, dcnv3_torch
 
 VARIANTS = {'A': ((24, 48, 96, 192), 8, 32), 'N0': ((48, 96, 192, 384), 16, 16), 'T': ((64, 128, 256, 512), 16, 16)}
@@ -83,12 +83,10 @@ def whole_model(runs: int):
 
     def forward_with(backend):
         def run():
-            os.environ['UNICONVNET_DCN_BACKEND'] = backend  # the benchmark's own process: the user's default
-            with torch.no_grad():
+            with torch.no_grad(), dcn_backend(model, backend):
                 model(x)
         return run
     med = interleaved_medians({'numba': forward_with('numba'), 'gather': forward_with('cpu')}, runs)
-    os.environ.pop('UNICONVNET_DCN_BACKEND', None)
     return {k: v * 1e3 for k, v in med.items()}
 
 

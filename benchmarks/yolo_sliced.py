@@ -62,7 +62,7 @@ def recall_at_50(gt: Dict[str, Any], detections: List[Dict[str, Any]], conf: flo
 def evaluate(weights: Path, annotations: Path, modes: List[str], conf: float) -> List[Dict[str, Any]]:
     from PIL import Image
 
-    from uniconvnet.engine.coco_eval import coco_evaluate  # TEMP: uniconvnet.evaluation after issue 14
+    from uniconvnet.evaluation import coco_evaluate
     from uniconvnet.integrations import ultralytics as uyolo
     from uniconvnet.integrations.ultralytics.predict import predict_image
 

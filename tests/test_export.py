@@ -108,8 +108,16 @@ def test_export_bad_input(capsys, tmp_path):
     save_safetensors(timm.create_model('uniconvnet_a', **TINY).state_dict(), checkpoint)
     err = _cli_error(capsys, 'export', '--model', 'uniconvnet_p0', '--checkpoint', str(checkpoint), '--out', out)
     assert 'does not fit' in err and 'shape mismatches' in err
-    with pytest.raises(ValueError, match='opset 15 has no GridSample'):
+    with pytest.raises(ValueError, match='ONNX opset 15 is not supported: use 16 to 20'):
         export_model(timm.create_model('uniconvnet_a', **TINY), out, 'onnx', opset=15)
+    # both answered before the model is built
+    assert _cli_error(capsys, 'export', '--model', 'uniconvnet_a', '--out', out, '--opset', '99') == (
+        'uniconvnet export: error: ONNX opset 99 is not supported: use 16 to 20 (16 is the first with GridSample)')
+    err = _cli_error(capsys, 'export', '--model', 'uniconvnet_a', '--out', out, '--size', '0')
+    assert err.endswith('export image size (--size) must be at least 1 for onnx, got 0')
+    err = _cli_error(capsys, 'export', '--model', 'uniconvnet_a', '--format', 'exported-program', '--size', '32',
+                     '--out', str(tmp_path / 'a.pt2'))
+    assert err.endswith('must be at least 33 for exported-program, got 32')
 
 
 def test_openvino_export_bad_input(capsys, tmp_path, monkeypatch):

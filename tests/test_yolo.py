@@ -126,6 +126,65 @@ def test_backbone_loads_local_weights_and_model_kwargs(tmp_path):
         uyolo.UniConvNetBackbone('uniconvnet_a', weights=str(tmp_path / 'nope.safetensors'))
 
 
+TRUNK = ['stem_1', 'stem_4', 'stages_1.downsample.0', 'stages_2.downsample.0', 'stages_3.downsample.0']
+
+
+def _norms(backbone) -> dict:
+    return {n: type(m).__name__ for n, m in backbone.body.named_modules()
+            if isinstance(m, (torch.nn.LayerNorm, torch.nn.BatchNorm2d))}
+
+
+def test_from_scratch_backbone_has_batchnorm_trunk(tmp_path):
+    import uniconvnet
+    from uniconvnet.checkpoints import save_safetensors
+    scratch = _norms(uyolo.UniConvNetBackbone('uniconvnet_a'))
+    assert sorted(n for n, kind in scratch.items() if kind == 'BatchNorm2d') == sorted(TRUNK)
+    assert sum(kind != 'BatchNorm2d' for kind in scratch.values()) > 20  # the blocks keep their LayerNorms
+    assert 'BatchNorm2d' not in _norms(uyolo.UniConvNetBackbone('uniconvnet_a', trunk_norm='model')).values()
+    save_safetensors(uniconvnet.create_model('uniconvnet_a').state_dict(), tmp_path / 'a.safetensors')
+    # with weights the model is the paper's, unless asked otherwise
+    pretrained = _norms(uyolo.UniConvNetBackbone('uniconvnet_a', weights=str(tmp_path / 'a.safetensors')))
+    assert 'BatchNorm2d' not in pretrained.values()
+    with pytest.raises(ValueError, match="trunk_norm 'group' is not one of auto, batch, model"):
+        uyolo.UniConvNetBackbone('uniconvnet_a', trunk_norm='group')
+
+
+def _small_object_canvases(n: int = 8, size: int = 64, seed: int = 0):
+    """Noisy flat canvases of random grey levels with four 4-8 px squares each, and the squares' mask."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, 1, 1, 1, generator=g).expand(n, 3, size, size).clone() * 0.5 + 0.25
+    mask = torch.zeros(n, 1, size, size, dtype=torch.bool)
+    for i in range(n):
+        for _ in range(4):
+            side = int(torch.randint(4, 9, (1,), generator=g))
+            row, col = torch.randint(0, size - side, (2,), generator=g).tolist()
+            x[i, :, row:row + side, col:col + side] = torch.rand(3, 1, 1, generator=g)
+            mask[i, :, row:row + side, col:col + side] = True
+    return (x + 0.05 * torch.randn(x.shape, generator=g)).clamp(0, 1), mask
+
+
+def _object_contrast(features: torch.Tensor, mask: torch.Tensor) -> float:
+    """Energy of each pixel's deviation from its image's mean feature, object pixels over background pixels."""
+    energy = (features - features.mean((2, 3), keepdim=True)).pow(2).sum(1, keepdim=True)
+    objects = torch.nn.functional.max_pool2d(mask.float(), mask.shape[-1] // features.shape[-1]) > 0
+    return (energy[objects].mean() / energy[~objects].mean()).item()
+
+
+def test_batchnorm_trunk_keeps_small_objects_standing_out():
+    # the root cause of the from-scratch failure (docs/yolo.md): a per-pixel LayerNorm after the stem convolution
+    # divides every pixel by its own response size, so small objects no longer stand out from the background;
+    # the BatchNorm of the from-scratch backbone keeps most of their contrast
+    images, mask = _small_object_canvases()
+    kept = {}
+    for trunk in ('auto', 'model'):
+        torch.manual_seed(0)
+        backbone = uyolo.UniConvNetBackbone('uniconvnet_a', trunk_norm=trunk).train()
+        with torch.no_grad():
+            conv = backbone.body.stem_0((images - backbone.input_mean) / backbone.input_std)
+            kept[trunk] = _object_contrast(backbone.body.stem_1(conv), mask) / _object_contrast(conv, mask)
+    assert kept['auto'] > 0.5 and kept['model'] < 0.4, kept
+
+
 def test_backbone_index_rows_must_declare_true_channels():
     d = _shipped_dict('yolo11n-uniconvnet-a.yaml')
     d['backbone'][2] = [0, 1, 'Index', [128, 1]]

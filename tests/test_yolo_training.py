@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 os.environ.setdefault('YOLO_OFFLINE', '1')  # nothing here needs the internet; ultralytics reads it on import
 pytest.importorskip('ultralytics', reason='the ultralytics extra: pip install "uniconvnet[ultralytics]"')
@@ -81,6 +82,43 @@ print(json.dumps({{'refused': refused, 'layers': [type(m).__name__ for m in mode
                   'epochs': ckpt['train_args']['epochs'], 'shape': list(out.shape),
                   'registered_before': registered_before, 'built': sorted({{type(m).__name__ for m in built.model}})}}))
 ''')
+
+
+def test_short_training_run_loss_falls(tmp_path):
+    """yolo11n-uniconvnet-a in ultralytics' model and loss, 40 AdamW steps on 8 fixed images: once objects are
+    assigned (box loss above 1), the total loss must fall to at most 60% of its peak. A smoke test of learning
+    (the broken LayerNorm trunk passed it too: overfitting a batch is not what failed; the trunk-contrast test in
+    test_yolo.py guards that root cause)."""
+    from ultralytics.cfg import get_cfg
+    from ultralytics.data import build_yolo_dataset
+    from ultralytics.data.utils import check_det_dataset
+    from ultralytics.nn.tasks import DetectionModel
+
+    uyolo.register()
+    data = small_objects_yolo(tmp_path / 'data', num_train=8, num_val=2, image_size=64, size_range=(12, 24))
+    no_augmentation = dict(mosaic=0.0, fliplr=0.0, hsv_h=0.0, hsv_s=0.0, hsv_v=0.0, translate=0.0, scale=0.0)
+    cfg = get_cfg(overrides=dict(imgsz=64, **no_augmentation))
+    info = check_det_dataset(str(data))
+    dataset = build_yolo_dataset(cfg, info['train'], 8, info, mode='train', stride=32)
+    batch = dataset.collate_fn([dataset[i] for i in range(8)])
+    batch['img'] = batch['img'].float() / 255
+    torch.manual_seed(0)
+    model = DetectionModel(uyolo.model_yaml('yolo11n-uniconvnet-a.yaml'), nc=len(info['names']), verbose=False)
+    model.args = cfg
+    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.0)
+    box, total = [], []
+    for _ in range(40):
+        loss, items = model.loss(batch)  # (box, cls, dfl) x batch size to optimise, and their values
+        optimizer.zero_grad()
+        loss.sum().backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)  # as ultralytics' trainer
+        optimizer.step()
+        values = [float(v) for v in (items.values() if isinstance(items, dict) else items)]  # a dict from 8.4
+        box.append(values[0])
+        total.append(sum(values))
+    first_assigned = next(i for i, b in enumerate(box) if b > 1.0)  # StopIteration: never found an object
+    peak = max(total[first_assigned:])
+    assert total[-1] <= 0.6 * peak, (box, total)
 
 
 def test_ddp_worker_script_trains_our_model_in_a_fresh_process(fresh_process):

@@ -24,6 +24,11 @@ from .models import create_model, unwrap_state_dict
 __all__ = ['FORMATS', 'export_model', 'export_pretrained', 'pad_depthwise_channels']
 
 FORMATS = ('onnx', 'openvino', 'torchscript', 'exported-program')
+# GridSample needs opset 16; the TorchScript-based ONNX exporter we use writes up to opset 20
+ONNX_OPSETS = range(16, 21)
+# ExportedPrograms keep the size dynamic from 33 pixels: at 32 the last stage is 1x1, a size torch.export
+# specialises on
+MIN_PROGRAM_SIZE = 33
 PathLike = Union[str, os.PathLike]
 
 
@@ -32,6 +37,16 @@ def _check_format(format: str) -> None:
         raise ValueError(f'unsupported export format {format!r}; use one of: {", ".join(FORMATS)}')
     if format == 'openvino':
         _import_openvino()
+
+
+def _check_options(format: str, image_size: Optional[int], opset: int) -> None:
+    """Bad sizes and opsets, named before anything is built."""
+    smallest = MIN_PROGRAM_SIZE if format == 'exported-program' else 1
+    if image_size is not None and image_size < smallest:
+        raise ValueError(f'export image size (--size) must be at least {smallest} for {format}, got {image_size}')
+    if format in ('onnx', 'openvino') and opset not in ONNX_OPSETS:
+        raise ValueError(f'ONNX opset {opset} is not supported: use {ONNX_OPSETS.start} to {ONNX_OPSETS.stop - 1} '
+                         f'(16 is the first with GridSample)')
 
 
 def _import_openvino() -> Any:
@@ -160,8 +175,7 @@ def export_model(
         features).
     """
     _check_format(format)
-    if format in ('onnx', 'openvino') and opset < 16:
-        raise ValueError(f'ONNX opset {opset} has no GridSample; use opset 16 or later')
+    _check_options(format, min(image_size), opset)
     out = _check_out(out, format)
     model.eval()
     in_chans = getattr(model, 'in_chans', 3)
@@ -187,9 +201,8 @@ def _write(model: nn.Module, example: torch.Tensor, tmp: str, format: str, opset
         torch.jit.save(torch.jit.script(model), tmp)
     else:
         batch = torch.export.Dim('batch', min=1, max=4096)
-        # from 33 pixels: at 32 the last stage is 1x1, a size that torch.export specialises on
-        height = torch.export.Dim('height', min=33, max=8192)
-        width = torch.export.Dim('width', min=33, max=8192)
+        height = torch.export.Dim('height', min=MIN_PROGRAM_SIZE, max=8192)
+        width = torch.export.Dim('width', min=MIN_PROGRAM_SIZE, max=8192)
         program = torch.export.export(model, (example.repeat(2, 1, 1, 1),),
                                       dynamic_shapes=({0: batch, 2: height, 3: width},))
         torch.export.save(program, tmp)
@@ -212,6 +225,7 @@ def export_pretrained(
     checkpoint that does not fit.
     """
     _check_format(format)
+    _check_options(format, image_size, opset)
     _check_out(out, format)
     kwargs = {}
     state_dict = None
@@ -225,5 +239,5 @@ def export_pretrained(
         load_weights(model, state_dict, source=str(checkpoint))
     if fuse and hasattr(model, 'fuse'):
         model.fuse()
-    size = image_size or model.pretrained_cfg.get('input_size', (3, 224, 224))[-1]
+    size = image_size if image_size is not None else model.pretrained_cfg.get('input_size', (3, 224, 224))[-1]
     return export_model(model, out, format, (size, size), opset)

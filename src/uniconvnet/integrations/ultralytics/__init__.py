@@ -18,9 +18,10 @@ channels first, scaled by the model's width multiple like ultralytics' own block
 ``C3k2RFA``             ``[c2, c3k=False, e=0.5, kernel_sizes=[7, 9, 11]]``: ultralytics' C3k2 with RFA
                         blocks in place of its bottlenecks; a drop-in replacement for a ``C3k2`` row.
 ``UniConvNetBackbone``  ``[c2, variant='uniconvnet_a', out_indices=[1, 2, 3], weights=None, in_chans=3,
-                        drop_path_rate=0.0, model_kwargs={}]``: a timm ``features_only`` model returning a list of
-                        stage outputs, picked by ``Index`` rows as for ultralytics' ``TorchVision`` layer; it
-                        normalises its [0, 1] input with the model's mean and std.
+                        drop_path_rate=0.0, model_kwargs={}, trunk_norm='auto']``: a timm ``features_only``
+                        model returning a list of stage outputs, picked by ``Index`` rows as for ultralytics'
+                        ``TorchVision`` layer; it normalises its [0, 1] input with the model's mean and std, and
+                        from scratch its stem and downsampling LayerNorms are BatchNorms (docs/yolo.md: why).
 
 Modules: ``blocks`` (the layers), ``parser`` (``register()``: the one place that extends ultralytics' YAML
 parser, and why), ``configs`` (shipped YAMLs), ``trainer`` (``DetectionTrainer``), ``training`` (``train``,
