@@ -1,5 +1,7 @@
 """The benchmark harness, run small: every measurement is taken and the ratios follow their definitions."""
+import ctypes
 import json
+import sys
 
 import pytest
 
@@ -15,10 +17,22 @@ def test_model_specs():
         ModelSpec.parse('uniconvnet_t:fast')
 
 
+class _SignalStack(ctypes.Structure):
+    _fields_ = [('ss_sp', ctypes.c_void_p), ('ss_flags', ctypes.c_int), ('ss_size', ctypes.c_size_t)]
+
+
+def _signal_stack() -> tuple:
+    """This thread's alternate signal stack (Linux): where signal handlers run."""
+    stack = _SignalStack()
+    assert ctypes.CDLL(None).sigaltstack(None, ctypes.byref(stack)) == 0
+    return stack.ss_sp, stack.ss_size
+
+
 def test_bench_command_small(tmp_path, capsys):
     pytest.importorskip('onnxruntime')
     pytest.importorskip('openvino')
     out = tmp_path / 'bench.json'
+    stack_before = _signal_stack() if sys.platform == 'linux' else None
     assert main(['bench', '--models', 'uniconvnet_a:plain', '--reference', 'resnet18',
                  '--size', '64', '--batch', '1', '2', '--train-batch', '2', '--runs', '1', '--warmup', '0',
                  '--train-runs', '1', '--threads', '1', '--json', str(out)]) == 0
@@ -41,6 +55,10 @@ def test_bench_command_small(tmp_path, capsys):
     assert plain['train_step_ms'] > 0 and plain['train_peak_mb'] > 0  # trained and measured in its own process
     assert '| `uniconvnet_a:plain` |' in table and 'per MAC' in table
     assert '| model (onnxruntime) |' in table and '| model (openvino) |' in table
+    if stack_before is not None:
+        # two OpenVINO models were compiled: released out of order, they leave a freed signal stack installed
+        # and the next signal handled (a DataLoader worker's SIGCHLD) crashes the process (it did, in this suite)
+        assert _signal_stack() == stack_before
 
 
 def test_profile_names_where_time_goes():

@@ -23,10 +23,10 @@ import statistics
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -205,23 +205,36 @@ _SESSIONS = {'onnxruntime': ('onnx', '.onnx', _onnxruntime_session),
              'openvino': ('openvino', '.xml', _openvino_session)}
 
 
+@contextmanager
 def runtime_columns(models: Mapping[str, nn.Module], runtimes: Sequence[str], image_size: int, threads: int,
-                    folder: Path) -> Dict[str, Column]:
-    """One latency column per runtime (report key ``<runtime>_ms``), each on our export of every model for it."""
-    sessions: Dict[str, Dict[str, Callable[[Any], Any]]] = {runtime: {} for runtime in runtimes}
-    for label, model in models.items():
-        for runtime in runtimes:
-            format, suffix, open_session = _SESSIONS[runtime]
-            path = export_model(model, folder / f'{re.sub(r"[^A-Za-z0-9_]", "_", label)}{suffix}', format,
-                                (image_size, image_size))
-            sessions[runtime][label] = open_session(path, threads)
+                    folder: Path) -> Iterator[Dict[str, Column]]:
+    """One latency column per runtime (report key ``<runtime>_ms``), each on our export of every model for it.
 
-    def column(runtime: str) -> Column:
-        def runners(images: torch.Tensor) -> Dict[str, Runner]:
-            array = images.numpy()
-            return {label: (lambda s=session: s(array)) for label, session in sessions[runtime].items()}
-        return runners
-    return {f'{runtime}_ms': column(runtime) for runtime in runtimes}
+    The sessions are released on exit, the last opened first. OpenVINO's CPU plugin (2025.x) installs an
+    alternate signal stack of its own for every compiled model and puts back the one it found when the model is
+    released: released in any other order, a freed stack stays installed, and the next signal the process
+    handles (for example SIGCHLD from a DataLoader worker) kills it with a segmentation fault.
+    """
+    sessions: Dict[str, Dict[str, Callable[[Any], Any]]] = {runtime: {} for runtime in runtimes}
+    opened: List[Tuple[str, str]] = []
+    try:
+        for label, model in models.items():
+            for runtime in runtimes:
+                format, suffix, open_session = _SESSIONS[runtime]
+                path = export_model(model, folder / f'{re.sub(r"[^A-Za-z0-9_]", "_", label)}{suffix}', format,
+                                    (image_size, image_size))
+                sessions[runtime][label] = open_session(path, threads)
+                opened.append((runtime, label))
+
+        def column(runtime: str) -> Column:
+            def runners(images: torch.Tensor) -> Dict[str, Runner]:
+                array = images.numpy()
+                return {label: (lambda s=session: s(array)) for label, session in sessions[runtime].items()}
+            return runners
+        yield {f'{runtime}_ms': column(runtime) for runtime in runtimes}
+    finally:
+        for runtime, label in reversed(opened):
+            del sessions[runtime][label]
 
 
 # ---- step: training ----------------------------------------------------------------------------------------------
@@ -356,12 +369,13 @@ def run_benchmark(
     log('building models')
     inference = {s.label: s.build(train=False, device=device) for s in specs}
     columns = {'latency_ms': pytorch_column(inference, device)}
-    with tempfile.TemporaryDirectory() as folder:
+    with tempfile.TemporaryDirectory() as folder, ExitStack() as sessions:
         usable = _usable_runtimes(runtimes, device, log)
         if usable:
             log(f'exporting for {", ".join(usable)}')
             exportable = {s.label: inference[s.label] for s in specs if not s.compiled}
-            columns.update(runtime_columns(exportable, usable, image_size, threads, Path(folder)))
+            columns.update(sessions.enter_context(runtime_columns(exportable, usable, image_size, threads,
+                                                                  Path(folder))))
         log(f'inference, batch {", ".join(map(str, batch_sizes))}: {", ".join(columns)}')
         for label, measured in time_inference(columns, batch_sizes, image_size, runs, warmup).items():
             rows[label].update(measured)
