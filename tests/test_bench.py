@@ -1,7 +1,10 @@
 """The benchmark harness, run small: every measurement is taken and the ratios follow their definitions."""
 import ctypes
 import json
+import signal
+import subprocess
 import sys
+import time
 
 import pytest
 
@@ -67,3 +70,26 @@ def test_profile_names_where_time_goes():
     assert profile['categories']['matrix products (linears, 1x1 convs)'] > 0
     assert sum(profile['categories'].values()) == pytest.approx(profile['total_ms'])
     assert '| DCN sampling core |' in format_profile(profile)
+
+
+def test_ctrl_c_stops_bench_in_one_line(tmp_path):
+    """Ctrl-C during a measurement: the command's one-line answer and the shell's code 130, no traceback."""
+    proc = subprocess.Popen([sys.executable, '-m', 'uniconvnet', 'bench', '--models', 'uniconvnet_a', '--size', '64',
+                             '--batch', '1', '--runs', '100000', '--warmup', '0', '--train-batch', '0',
+                             '--no-onnxruntime', '--no-openvino', '--no-memory'],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    lines = []
+    try:
+        for line in proc.stderr:
+            lines.append(line)
+            if line.startswith('[bench] inference'):  # timing has started
+                time.sleep(1)
+                proc.send_signal(signal.SIGINT)
+                break
+        lines.extend(proc.stderr)
+    finally:
+        proc.wait(timeout=120)
+    assert proc.returncode == 130
+    assert lines[-1].strip() == ('uniconvnet bench: interrupted; nothing half-written is left behind (every file '
+                                 'is written atomically)')
+    assert not any('Traceback' in line for line in lines)
