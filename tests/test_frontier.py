@@ -157,3 +157,9 @@ def test_frontier_bad_input(capsys, tmp_path):
                                            '--peers', 'resnet18', *TINY)
     if not torch.cuda.is_available():
         assert 'no CUDA device' in _error(capsys, '--models', 'resnet18', '--device', 'cuda', *TINY)
+
+
+def test_log_axis_labels_only_2_3_5_between_decades():
+    from uniconvnet.analysis.frontier import _sparse_log_label
+    assert [_sparse_log_label(v) for v in (20, 30, 40, 50, 70, 200, 300, 500, 900)] == \
+        ['20', '30', '', '50', '', '200', '300', '500', '']

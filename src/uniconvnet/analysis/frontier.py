@@ -18,6 +18,7 @@ records the run (``session``) it was timed in and the table marks ratios across 
 """
 import datetime
 import json
+import math
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -309,6 +310,12 @@ def format_frontier(report: Dict[str, Any], names: Optional[Sequence[str]] = Non
 
 # ---- the plots ---------------------------------------------------------------------------------------------------
 
+def _sparse_log_label(value: float, _position: Any = None) -> str:
+    """Minor tick labels at 2, 3 and 5 times a power of ten only: all eight collide within a decade."""
+    leading = value / 10 ** math.floor(math.log10(value)) if value > 0 else 0
+    return f'{value:g}' if any(math.isclose(leading, d) for d in (2, 3, 5)) else ''
+
+
 def _draw(ax, points: List[Tuple[Dict[str, Any], float]], xlabel: str, title: str) -> None:
     """Top-1 against ``x`` on a log axis: UniConvNet variants as one labelled line, peers as labelled points."""
     from matplotlib.ticker import FuncFormatter
@@ -326,7 +333,7 @@ def _draw(ax, points: List[Tuple[Dict[str, Any], float]], xlabel: str, title: st
     ax.set_xscale('log')
     plain = FuncFormatter(lambda value, _: f'{value:g}')  # 20, 50, 100 rather than 2x10^1, ...
     ax.xaxis.set_major_formatter(plain)
-    ax.xaxis.set_minor_formatter(plain)
+    ax.xaxis.set_minor_formatter(FuncFormatter(_sparse_log_label))
     ax.tick_params(axis='x', which='minor', labelsize=7)
     ax.set_xlabel(xlabel)
     ax.set_ylabel('ImageNet-1k top-1 (%, published, 224x224)')
