@@ -12,7 +12,7 @@ import torch
 
 from uniconvnet.ops import dcnv3, dcnv3_output_size, dcnv3_torch, select_backend
 from uniconvnet.ops import dcnv3_numba as numba_module  # noqa: F401  (the function; the module is below)
-from uniconvnet.ops.dcnv3_cpu import _unnormalize
+from uniconvnet.ops.dcnv3_cpu import unnormalize
 from uniconvnet.ops.dcnv3_torch import sampling_locations
 
 numba_core = sys.modules['uniconvnet.ops.dcnv3_numba']
@@ -86,8 +86,8 @@ def test_sampling_coordinates_are_the_references_bits(case, dtype):
     consts = kernels.constants(scale, padded_h, padded_w, base_x.dtype)
     xs, ys = kernels.sampling_coordinates(offset.reshape(-1).numpy(), base_x, base_y, consts, out_h, out_w, group,
                                           kernel[0] * kernel[1], numba_core._fused_rounding)
-    assert np.array_equal(xs, _unnormalize(loc_x, padded_w).reshape(-1).numpy())
-    assert np.array_equal(ys, _unnormalize(loc_y, padded_h).reshape(-1).numpy())
+    assert np.array_equal(xs, unnormalize(loc_x, padded_w).reshape(-1).numpy())
+    assert np.array_equal(ys, unnormalize(loc_y, padded_h).reshape(-1).numpy())
 
 
 @needs_numba

@@ -8,7 +8,7 @@ import uniconvnet  # noqa: F401  (registers the models)
 from uniconvnet.layers import DCNv3, dcn_backend
 from uniconvnet.models import UniConvNetBlock, checkpoint_filter_fn
 from uniconvnet.ops import dcnv3, dcnv3_output_size, dcnv3_torch
-from uniconvnet.ops.dcnv3_cpu import _unnormalize, dcnv3_cpu
+from uniconvnet.ops.dcnv3_cpu import unnormalize, dcnv3_cpu
 
 # (n, h, w, group, group_channels, kernel, stride, pad, dilation, offset_scale, offset spread in pixels)
 CORE_CASES = [
@@ -67,7 +67,7 @@ def test_cpu_core_coordinates_are_grid_samples_bits():
     loc = (torch.rand(20000) + (k - 1) + 0.5) / width  # fractions of the width: x in [k - 1, k)
     grid = torch.stack((loc * 2 - 1, torch.zeros_like(loc)), dim=-1).view(1, 1, -1, 2)
     sampled = F.grid_sample(image, grid, mode='bilinear', padding_mode='zeros', align_corners=False).view(-1)
-    x = _unnormalize(loc, width)
+    x = unnormalize(loc, width)
     inside = x.floor() == k - 1
     assert inside.sum() > 19000
     assert torch.equal(sampled[inside], (x - x.floor())[inside])

@@ -27,14 +27,14 @@ from typing import List, Tuple
 import torch
 import torch.nn.functional as F
 
-from .dcnv3_torch import sampling_locations
+from .dcnv3_torch import sampling_dtype, sampling_locations
 
-__all__ = ['dcnv3_cpu']
+__all__ = ['dcnv3_cpu', 'unnormalize']
 
 _RING = 2  # zero pixels around the padded input: clamped corners read zeros there
 
 
-def _unnormalize(loc: torch.Tensor, size: int) -> torch.Tensor:
+def unnormalize(loc: torch.Tensor, size: int) -> torch.Tensor:
     """``grid_sample``'s pixel coordinate (``align_corners=False``) of a location given as a fraction of ``size``.
 
     grid_sample maps ``g = 2 * loc - 1`` to ``(g + 1) * (size / 2) - 0.5`` with a fused multiply-add in its
@@ -62,8 +62,8 @@ def _sample_corners(
     table_h, table_w = padded_h + 2 * _RING, padded_w + 2 * _RING
     loc_x, loc_y = sampling_locations(offset, padded_h, padded_w, kernel_size, stride, dilation, group,
                                       offset_scale)
-    x = _unnormalize(loc_x, padded_w)
-    y = _unnormalize(loc_y, padded_h)
+    x = unnormalize(loc_x, padded_w)
+    y = unnormalize(loc_y, padded_h)
     x0, y0 = x.floor(), y.floor()
     frac_x, frac_y = x - x0, y - y0
     index_dtype = _index_dtype(n, table_h, table_w, group)
@@ -254,7 +254,7 @@ def dcnv3_cpu(
 
     Half and bfloat16 inputs are sampled in float32, as in the reference. Not twice differentiable.
     """
-    compute_dtype = torch.float32 if input.dtype in (torch.float16, torch.bfloat16) else input.dtype
+    compute_dtype = sampling_dtype(input.dtype)
     out = _forward_op(input.to(compute_dtype).contiguous(), offset.to(compute_dtype), mask.to(compute_dtype),
                       list(kernel_size), list(stride), list(padding), list(dilation), group, float(offset_scale))[0]
     return out.to(input.dtype)

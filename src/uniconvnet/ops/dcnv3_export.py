@@ -27,6 +27,8 @@ from typing import Tuple
 import torch
 import torch.nn.functional as F
 
+from .dcnv3_torch import sampling_dtype
+
 __all__ = ['dcnv3_export']
 
 
@@ -79,7 +81,7 @@ def dcnv3_export(
     group_channels = channels // group
     num_points = kernel_size[0] * kernel_size[1]
     samples = out_h * out_w * num_points
-    compute_dtype = torch.float32 if input.dtype in (torch.float16, torch.bfloat16) else input.dtype
+    compute_dtype = sampling_dtype(input.dtype)
 
     value = F.pad(input.to(compute_dtype), [0, 0, padding[1], padding[1], padding[0], padding[0]])
     padded_h, padded_w = value.shape[1], value.shape[2]

@@ -21,8 +21,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .dcnv3_cpu import _unnormalize
-from .dcnv3_torch import kernel_grid_locations, sampling_locations
+from .dcnv3_cpu import unnormalize
+from .dcnv3_torch import kernel_grid_locations, sampling_dtype, sampling_locations
 
 __all__ = ['dcnv3_numba', 'numba_unavailable_reason']
 
@@ -66,8 +66,8 @@ def _coordinates_match(kernels, fused: bool) -> bool:
         xs, ys = kernels.sampling_coordinates(offset.reshape(-1).numpy(), base_x, base_y,
                                               kernels.constants(offset_scale, padded_h, padded_w, np.float32),
                                               out_h, out_w, group, 9, fused)
-        if not (np.array_equal(xs, _unnormalize(loc_x, padded_w).reshape(-1).numpy())
-                and np.array_equal(ys, _unnormalize(loc_y, padded_h).reshape(-1).numpy())):
+        if not (np.array_equal(xs, unnormalize(loc_x, padded_w).reshape(-1).numpy())
+                and np.array_equal(ys, unnormalize(loc_y, padded_h).reshape(-1).numpy())):
             return False
     return True
 
@@ -220,7 +220,7 @@ def dcnv3_numba(
 
     Half and bfloat16 inputs are sampled in float32, as in the reference. Not twice differentiable.
     """
-    compute_dtype = torch.float32 if input.dtype in (torch.float16, torch.bfloat16) else input.dtype
+    compute_dtype = sampling_dtype(input.dtype)
     out = _forward_op(input.to(compute_dtype).contiguous(), offset.to(compute_dtype).contiguous(),
                       mask.to(compute_dtype).contiguous(), list(kernel_size), list(stride), list(padding),
                       list(dilation), group, float(offset_scale))

@@ -9,6 +9,12 @@ import torch
 import torch.nn.functional as F
 
 
+def sampling_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype every backend samples in: float32 for half and bfloat16 inputs (sampling coordinates need more
+    precision than their mantissa has), else the input's own."""
+    return torch.float32 if dtype == torch.float16 or dtype == torch.bfloat16 else dtype
+
+
 def dcnv3_output_size(height: int, width: int, kernel_size: Tuple[int, int], stride: Tuple[int, int],
                       padding: Tuple[int, int], dilation: Tuple[int, int]) -> Tuple[int, int]:
     """Spatial size of the DCNv3 output, the same formula as a regular convolution."""
@@ -123,7 +129,7 @@ def dcnv3_torch(
     out_h, out_w = offset.shape[1], offset.shape[2]
     group_channels = channels // group
     num_points = kernel_size[0] * kernel_size[1]
-    compute_dtype = torch.float32 if input.dtype == torch.float16 or input.dtype == torch.bfloat16 else input.dtype
+    compute_dtype = sampling_dtype(input.dtype)
 
     value = F.pad(input.to(compute_dtype), [0, 0, padding[1], padding[1], padding[0], padding[0]])
     padded_h, padded_w = value.shape[1], value.shape[2]
