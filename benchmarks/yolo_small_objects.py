@@ -1,7 +1,9 @@
 """Does the RFA help YOLO on small objects? yolo11n and its RFA variants, several seeds, the spread shown.
 
 Every model is trained from its YAML (no pretrained weights) with the same budget and seed list, ultralytics'
-defaults otherwise, validated every epoch (the learning curve) and evaluated on the final (last-epoch) weights:
+defaults otherwise except for the model's ``uyolo.training_recipe`` (a UniConvNet backbone from scratch takes an
+optimizer step every batch, as ``uyolo.train`` and ``uniconvnet yolo train`` do by default), validated every
+epoch (the learning curve) and evaluated on the final (last-epoch) weights:
 
   mAP50-95, mAP50   ultralytics' validator
   APs               pycocotools on the same predictions (conf 0.001, NMS IoU 0.7, 300 boxes): objects < 32x32 px
@@ -13,6 +15,9 @@ defaults otherwise, validated every epoch (the learning curve) and evaluated on 
 Settings (``--settings``):
 
   standard  the built-in set: 400 train / 100 val canvases of 128 px, digits of 8-24 px, 20 epochs, imgsz 128
+  standard_nbs16
+            the same with an optimizer step every batch (nominal batch 16) for every model: UniConvNet-A's
+            recipe given to all, the equal-recipe comparison (its runs are those of ``standard``)
   tiny      tiny objects only: 240 train / 80 val canvases of 128 px with up to 12 digits of 4-12 px each (most
             below 2 P3 cells, the smallest below one), 15 epochs, imgsz 128, and a nominal batch of 16 instead of
             ultralytics' 64 (an optimizer step per batch: ~15 steps per epoch instead of ~4 on 240 images);
@@ -44,6 +49,7 @@ MODELS = ['yolo11n.yaml', 'yolo11n-c3k2rfa.yaml', 'yolo11n-rfa-neck.yaml', 'yolo
 SEEDS = [0, 1, 2]
 SETTINGS: Dict[str, Dict[str, Any]] = {
     'standard': dict(data={}, imgsz=128, epochs=20, batch=16),
+    'standard_nbs16': dict(data={}, imgsz=128, epochs=20, batch=16, overrides=dict(nbs=16)),
     'tiny': dict(data=dict(num_train=240, num_val=80, image_size=128, size_range=[4, 12], max_objects=12),
                  imgsz=128, epochs=15, batch=16, overrides=dict(nbs=16)),
 }
@@ -57,9 +63,12 @@ def data_yaml(setting: str, out: Path) -> Path:
     return uyolo.builtin_data(None if not kwargs else out / 'data' / setting, **kwargs)
 
 
-def budget_of(setting: str, seed: int) -> Dict[str, Any]:
+def budget_of(setting: str, seed: int, cfg: str) -> Dict[str, Any]:
+    """What a run was trained with: the setting, the seed and the model's training recipe (uyolo.train applies
+    it; the setting's overrides win over it)."""
+    from uniconvnet.integrations import ultralytics as uyolo
     s = SETTINGS[setting]
-    return dict(setting=setting, seed=seed, **s)
+    return dict(setting=setting, seed=seed, **s, recipe=uyolo.training_recipe(cfg, s['batch']))
 
 
 def read_curve(results_csv: Path) -> Dict[str, Any]:
@@ -87,7 +96,7 @@ def run_one(cfg: str, setting: str, seed: int, out: Path) -> Dict[str, Any]:
     name = Path(cfg).stem
     run_dir = out / setting / name / f'seed{seed}'
     saved = run_dir / 'row.json'
-    budget = budget_of(setting, seed)
+    budget = budget_of(setting, seed, cfg)
     if saved.is_file() and json.loads(saved.read_text())['budget'] == budget:
         return json.loads(saved.read_text())['row']
     data = data_yaml(setting, out)
@@ -161,6 +170,20 @@ def _beyond_spread(a: Dict[str, float], b: Dict[str, float]) -> str:
     return 'yes' if a['min'] > b['max'] or a['max'] < b['min'] else 'no'
 
 
+def _for_every_model(setting: Dict[str, Any]) -> str:
+    """', nbs=16 for every model' for a setting's overrides ('' without)."""
+    overrides = setting.get('overrides', {})
+    return ', ' + ', '.join(f'{k}={v}' for k, v in overrides.items()) + ' for every model' if overrides else ''
+
+
+def _recipes(out: Path, setting: str, names: List[str]) -> str:
+    """The recipes the runs were trained with, e.g. 'yolo11n-uniconvnet-a: nbs=16; others: none'."""
+    recipes = {n: json.loads(next((out / setting / n).glob('seed*/row.json')).read_text())['budget']['recipe']
+               for n in names}
+    named = [f'{n}: ' + ', '.join(f'{k}={v}' for k, v in r.items()) for n, r in recipes.items() if r]
+    return '; '.join(named + ['others: none'] if named else ['none'])
+
+
 def report(out: Path, settings: List[str], models: List[str]) -> str:
     """Markdown tables of everything finished so far; also writes the JSON of all rows."""
     from ultralytics import __version__ as ultralytics_version
@@ -178,8 +201,10 @@ def report(out: Path, settings: List[str], models: List[str]) -> str:
         base = names[0]
         summary = {n: {k: _stats([r[k] for r in rows[n]]) for k in ('mAP50-95', 'mAP50', 'APs')} for n in names}
         lines = [f'**{setting}**: {s["data"] or "built-in data (400/100 canvases of 128 px, 8-24 px digits)"}, '
-                 f'{s["epochs"]} epochs, imgsz {s["imgsz"]}, batch {s["batch"]}, final-epoch weights, '
-                 f'ultralytics {ultralytics_version} defaults otherwise; mean +- sd over seeds; "beyond spread": '
+                 f'{s["epochs"]} epochs, imgsz {s["imgsz"]}, batch {s["batch"]}{_for_every_model(s)}, '
+                 f'final-epoch weights, '
+                 f'ultralytics {ultralytics_version} defaults and each model\'s training_recipe otherwise '
+                 f'({_recipes(out, setting, names)}); mean +- sd over seeds; "beyond spread": '
                  f'the seed ranges of the model and of {base} do not overlap.', '',
                  f'| model | seeds | mAP50-95 | mAP50 | APs | mAP50-95 vs {base} | beyond spread | params (M) | '
                  f'GFLOPs @640 | CPU ms @{s["imgsz"]} | train min |',

@@ -149,6 +149,20 @@ def test_from_scratch_backbone_has_batchnorm_trunk(tmp_path):
         uyolo.UniConvNetBackbone('uniconvnet_a', trunk_norm='group')
 
 
+def test_training_recipe_steps_every_batch_for_a_from_scratch_backbone(tmp_path):
+    import uniconvnet
+    from uniconvnet.checkpoints import save_safetensors
+    assert uyolo.training_recipe('yolo11n-uniconvnet-a.yaml', batch=16) == {'nbs': 16}
+    assert uyolo.training_recipe('yolo11s-uniconvnet-a.yaml', batch=32) == {'nbs': 32}
+    assert uyolo.training_recipe('yolo11n-uniconvnet-a.yaml', batch=-1) == {'nbs': 16}  # autobatch
+    assert uyolo.training_recipe('yolo11n-c3k2rfa.yaml') == {}  # models without the backbone keep the defaults
+    assert uyolo.training_recipe('yolo11n.yaml') == {}
+    save_safetensors(uniconvnet.create_model('uniconvnet_a').state_dict(), tmp_path / 'a.safetensors')
+    pretrained = uyolo.UniConvNetBackbone('uniconvnet_a', weights=str(tmp_path / 'a.safetensors'))
+    assert uyolo.training_recipe(torch.nn.Sequential(pretrained)) == {}
+    assert uyolo.training_recipe(torch.nn.Sequential(uyolo.UniConvNetBackbone('uniconvnet_a'))) == {'nbs': 16}
+
+
 def _small_object_canvases(n: int = 8, size: int = 64, seed: int = 0):
     """Noisy flat canvases of random grey levels with four 4-8 px squares each, and the squares' mask."""
     g = torch.Generator().manual_seed(seed)
@@ -229,6 +243,8 @@ def test_one_epoch_trains_and_saves(trained):
     assert losses and all(math.isfinite(v) for v in losses.values())
     layers = [type(m) for m in YOLO(str(best)).model.model]
     assert all(layers.count(cls) == 1 for cls in OUR_BLOCKS)
+    # train() applied the from-scratch backbone's recipe: an optimizer step every batch of 8
+    assert yaml.safe_load((best.parent.parent / 'args.yaml').read_text())['nbs'] == 8
 
 
 def test_reload_and_predict_in_fresh_process(trained, tmp_path):

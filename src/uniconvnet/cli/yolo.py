@@ -61,7 +61,10 @@ def add_parser(sub: Any) -> None:
         p.add_argument('--device', default='cpu', help='cpu, 0, 0,1 ... as ultralytics takes it (default cpu)')
         p.add_argument('--workers', type=int, default=2, help='dataloader workers (default 2)')
 
-    p = yolo_sub.add_parser('train', help='train from a model YAML, then validate the best weights')
+    p = yolo_sub.add_parser('train', help='train from a model YAML, then validate the best weights',
+                            description='Train from a model YAML, then validate the best weights. A from-scratch '
+                            'UniConvNetBackbone trains with an optimizer step every batch (ultralytics: every 64 '
+                            'images); docs/yolo.md says why.')
     p.add_argument('--cfg', required=True, help='model YAML: a shipped name (yolo11n-rfa-neck.yaml, '
                    'yolo11n-c3k2rfa.yaml, yolo11n-uniconvnet-a.yaml; any scale letter) or a path')
     common(p)

@@ -9,7 +9,8 @@ Optional extra ``ultralytics`` (``pip install "uniconvnet[ultralytics]"``; slice
 
     uyolo.register()                                          # once per process; idempotent
     model = YOLO(uyolo.model_yaml('yolo11n-rfa-neck.yaml'))   # or any YAML naming the blocks below
-    model.train(data='my-data.yaml', trainer=uyolo.DetectionTrainer)   # DDP workers register by themselves
+    model.train(data='my-data.yaml', trainer=uyolo.DetectionTrainer,   # DDP workers register by themselves
+                **uyolo.training_recipe(model, batch=16))             # a UniConvNet backbone's recipe
 
 YAML names (ultralytics' conventions: the parser supplies the input channels, the YAML gives the output
 channels first, scaled by the model's width multiple like ultralytics' own blocks):
@@ -44,12 +45,13 @@ from .parser import expose_names, register
 from .predict import predict
 from .safe_loading import allow_safe_loading, safe_globals
 from .trainer import DetectionTrainer
-from .training import BUILTIN_IMGSZ, DEFAULT_DATA_ROOT, builtin_data, load_model, to_coco_results, train, val
+from .training import (BUILTIN_IMGSZ, DEFAULT_DATA_ROOT, builtin_data, load_model, to_coco_results, train,
+                       training_recipe, val)
 
 __all__ = ['RFABlock', 'C3kRFA', 'C3k2RFA', 'UniConvNetBackbone', 'YAML_MODULES', 'register', 'is_registered',
            'model_yaml', 'list_model_yamls', 'MODEL_YAML_DIR', 'builtin_data', 'train', 'val', 'to_coco_results',
-           'DetectionTrainer', 'load_model', 'predict', 'safe_globals', 'allow_safe_loading', 'BUILTIN_IMGSZ',
-           'DEFAULT_DATA_ROOT']
+           'DetectionTrainer', 'load_model', 'training_recipe', 'predict', 'safe_globals', 'allow_safe_loading',
+           'BUILTIN_IMGSZ', 'DEFAULT_DATA_ROOT']
 
 expose_names()
 allow_safe_loading()

@@ -113,8 +113,9 @@ class UniConvNetBackbone(nn.Module):
     flat background around it come out the same size (at UniConvNet-A's first norm the object/background energy
     ratio falls from 10.6 to 1.6; a BatchNorm keeps 8.8). Pretrained filters have learnt to cope; random ones do
     not within ultralytics' few optimizer steps, and the detector then never learns to localise (UniConvNet-A:
-    mAP 0 after 20 epochs; with BatchNorms in the trunk it learns like yolo11n; docs/yolo.md has the evidence).
-    With ``weights``, the model is the paper's, LayerNorms and all.
+    mAP 0 after 20 epochs; with BatchNorms in the trunk it learns, and with an optimizer step every batch, which
+    :func:`~uniconvnet.integrations.ultralytics.training_recipe` gives a from-scratch backbone, it passes
+    yolo11n; docs/yolo.md has the evidence). With ``weights``, the model is the paper's, LayerNorms and all.
 
     ultralytics hands every model images scaled to [0, 1]; timm models, and their pretrained weights, expect
     images normalised by their ``pretrained_cfg`` mean and std, so this layer normalises its input first.
@@ -145,6 +146,7 @@ class UniConvNetBackbone(nn.Module):
                 raise FileNotFoundError(f'UniConvNetBackbone weights not found: {weights}')
             kwargs.update(pretrained=True, pretrained_cfg_overlay=dict(file=str(weights)))
         self.variant = variant
+        self.from_scratch = not weights  # what training_recipe() reads: random weights need more optimizer steps
         self.body = create_model(variant, **kwargs)
         self.channels: List[int] = list(self.body.feature_info.channels())
         if trunk_norm == 'batch' or (trunk_norm == 'auto' and not weights):
@@ -168,6 +170,7 @@ class UniConvNetBackbone(nn.Module):
         if 'input_mean' not in self._buffers:  # pickled by uniconvnet 0.1, which fed [0, 1] images unnormalised
             self.register_buffer('input_mean', None, persistent=False)
             self.register_buffer('input_std', None, persistent=False)
+        self.__dict__.setdefault('from_scratch', True)  # pickled before the attribute existed
 
     def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
         if self.input_mean is not None:
