@@ -170,17 +170,20 @@ def _beyond_spread(a: Dict[str, float], b: Dict[str, float]) -> str:
     return 'yes' if a['min'] > b['max'] or a['max'] < b['min'] else 'no'
 
 
+def _arguments(arguments: Dict[str, Any]) -> str:
+    """'nbs=16, lr0=0.01' for a dict of training arguments."""
+    return ', '.join(f'{k}={v}' for k, v in arguments.items())
+
+
 def _for_every_model(setting: Dict[str, Any]) -> str:
     """', nbs=16 for every model' for a setting's overrides ('' without)."""
     overrides = setting.get('overrides', {})
-    return ', ' + ', '.join(f'{k}={v}' for k, v in overrides.items()) + ' for every model' if overrides else ''
+    return f', {_arguments(overrides)} for every model' if overrides else ''
 
 
-def _recipes(out: Path, setting: str, names: List[str]) -> str:
+def _recipes(recipes: Dict[str, Dict[str, Any]]) -> str:
     """The recipes the runs were trained with, e.g. 'yolo11n-uniconvnet-a: nbs=16; others: none'."""
-    recipes = {n: json.loads(next((out / setting / n).glob('seed*/row.json')).read_text())['budget']['recipe']
-               for n in names}
-    named = [f'{n}: ' + ', '.join(f'{k}={v}' for k, v in r.items()) for n, r in recipes.items() if r]
+    named = [f'{n}: {_arguments(r)}' for n, r in recipes.items() if r]
     return '; '.join(named + ['others: none'] if named else ['none'])
 
 
@@ -191,9 +194,11 @@ def report(out: Path, settings: List[str], models: List[str]) -> str:
     sections, everything = [], {}
     for setting in settings:
         names = [Path(m).stem for m in models]
-        rows = {n: [json.loads(p.read_text())['row'] for p in sorted((out / setting / n).glob('seed*/row.json'))]
-                for n in names}
+        saved = {n: [json.loads(p.read_text()) for p in sorted((out / setting / n).glob('seed*/row.json'))]
+                 for n in names}
+        rows = {n: [run['row'] for run in runs] for n, runs in saved.items()}
         names = [n for n in names if rows[n]]
+        recipes = {n: saved[n][0]['budget']['recipe'] for n in names}
         if not names:
             continue
         costs = model_costs(setting, out, names)
@@ -204,7 +209,7 @@ def report(out: Path, settings: List[str], models: List[str]) -> str:
                  f'{s["epochs"]} epochs, imgsz {s["imgsz"]}, batch {s["batch"]}{_for_every_model(s)}, '
                  f'final-epoch weights, '
                  f'ultralytics {ultralytics_version} defaults and each model\'s training_recipe otherwise '
-                 f'({_recipes(out, setting, names)}); mean +- sd over seeds; "beyond spread": '
+                 f'({_recipes(recipes)}); mean +- sd over seeds; "beyond spread": '
                  f'the seed ranges of the model and of {base} do not overlap.', '',
                  f'| model | seeds | mAP50-95 | mAP50 | APs | mAP50-95 vs {base} | beyond spread | params (M) | '
                  f'GFLOPs @640 | CPU ms @{s["imgsz"]} | train min |',

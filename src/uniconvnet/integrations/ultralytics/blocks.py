@@ -149,7 +149,7 @@ class UniConvNetBackbone(nn.Module):
         self.from_scratch = not weights  # what training_recipe() reads: random weights need more optimizer steps
         self.body = create_model(variant, **kwargs)
         self.channels: List[int] = list(self.body.feature_info.channels())
-        if trunk_norm == 'batch' or (trunk_norm == 'auto' and not weights):
+        if trunk_norm == 'batch' or (trunk_norm == 'auto' and self.from_scratch):
             batchnorm_trunk_(self.body)
         mean, std = self._input_statistics(self.body, in_chans)
         # constants of the variant, rebuilt with it: not part of the state dict
