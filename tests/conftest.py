@@ -14,14 +14,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _find_fixtures() -> Path:
-    # a checkout sits beside shared/ (CI, the main checkout); a git worktree may sit deeper
+    """The official golden outputs: tests/fixtures/official in this checkout, or UNICONVNET_FIXTURES if set."""
     if os.environ.get('UNICONVNET_FIXTURES'):
         return Path(os.environ['UNICONVNET_FIXTURES'])
-    for parent in REPO.parents:
-        candidate = parent / 'shared' / 'fixtures' / 'official'
-        if candidate.is_dir():
-            return candidate
-    return REPO.parent / 'shared' / 'fixtures' / 'official'
+    return REPO / 'tests' / 'fixtures' / 'official'
 
 
 FIXTURES = _find_fixtures()
@@ -31,8 +27,10 @@ def _fixture_path(name: str) -> Path:
     path = FIXTURES / name
     if not path.is_file():
         if os.environ.get('UNICONVNET_REQUIRE_FIXTURES'):
-            pytest.fail(f'official fixture {path} is missing (set UNICONVNET_FIXTURES to its folder)')
-        pytest.skip(f'official fixtures not found at {FIXTURES} (set UNICONVNET_FIXTURES)')
+            pytest.fail(f'official fixture {path} is missing (tests/fixtures/official holds them; UNICONVNET_FIXTURES '
+                        f'overrides the folder)')
+        pytest.skip(f'official fixture {path} not found (tests/fixtures/official holds them; UNICONVNET_FIXTURES '
+                        f'overrides the folder)')
     return path
 
 

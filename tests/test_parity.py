@@ -1,4 +1,4 @@
-"""Parity with the official code's outputs (../shared/fixtures/official): the definition of correct.
+"""Parity with the official code's outputs (tests/fixtures/official): the definition of correct.
 
 Every fixture goes through the path a user's official checkpoint takes. Tolerance: max abs diff <= 1e-4 in
 float32 on logits and all four stage outputs, both inputs. Never loosen it.
@@ -86,3 +86,17 @@ def test_every_cpu_backend(official_a, official_nfamily, backend):
         model = timm.create_model(name, dcn_backend=backend, **kwargs)
         model.load_state_dict(checkpoint_filter_fn(fixture['state_dict'], model))
         assert_matches_official(model, fixture)
+
+
+def test_fixtures_are_the_recorded_files():
+    """The golden files in the repository are the ones their README lists, bit for bit (a re-saved or regenerated
+    file fails)."""
+    import hashlib
+    import re
+    from pathlib import Path
+    folder = Path(__file__).resolve().parent / 'fixtures' / 'official'
+    readme = (folder / 'README.md').read_text()
+    recorded = dict(re.findall(r'\| `(official_[^`]+)` \| `([0-9a-f]{64})` \|', readme))
+    assert len(recorded) == 3
+    for name, digest in recorded.items():
+        assert hashlib.sha256((folder / name).read_bytes()).hexdigest() == digest, name
