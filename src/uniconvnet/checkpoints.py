@@ -1,121 +1,50 @@
-"""Checkpoints: loading weights into a model (:func:`load_weights`) and converting official checkpoints.
+"""Checkpoints: loading weights into a model (:func:`load_weights`), the model a checkpoint holds
+(:func:`model_from_checkpoint`), and converting official checkpoints.
 
-Files are read by :func:`uniconvnet.io.load_checkpoint_file` (``weights_only`` torch files or safetensors: nothing
-unpickles arbitrary objects) and written by the atomic writers of :mod:`uniconvnet.io`; both are re-exported
-here, where they always were.
+:func:`load_weights` is the one loader: every route that reads weights from a file goes through it, timm's
+``pretrained_cfg_overlay=dict(file=...)`` included (``UniConvNet.load_pretrained``). It lives in
+:mod:`uniconvnet.io`, below the models (whose timm hook calls it), with the safe reader
+:func:`~uniconvnet.io.load_checkpoint_file` (``weights_only`` torch files or safetensors: nothing unpickles arbitrary
+objects) and the atomic writers; all are re-exported here, where they always were.
 """
 from pathlib import Path
-from typing import Any, Callable, Dict, Mapping, Optional, Union
+from typing import Any, Mapping, Optional, Union
 
-import torch
 import torch.nn as nn
+from timm.models import get_pretrained_cfg_value
 
-from .io import CheckpointError, PathLike, atomic_save, atomic_write_text, load_checkpoint_file, save_safetensors
-from .models import checkpoint_filter_fn, create_model, is_uniconvnet, unwrap_state_dict
+from .io import (CheckpointError, PathLike, atomic_save, atomic_write_text, load_checkpoint_file, load_weights,
+                 num_classes_of, save_safetensors, unwrap_state_dict)
+from .models import checkpoint_filter_fn, create_model, infer_variant, is_uniconvnet
 
 __all__ = ['CheckpointError', 'load_checkpoint_file', 'atomic_save', 'atomic_write_text', 'save_safetensors',
-           'load_weights', 'num_classes_of', 'convert_official_checkpoint']
+           'load_weights', 'num_classes_of', 'unwrap_state_dict', 'model_from_checkpoint',
+           'convert_official_checkpoint']
 
 
-def num_classes_of(state_dict: Mapping[str, torch.Tensor]) -> int:
-    """Class count of a UniConvNet state dict (ours or official): rows of its classifier, 0 without one."""
-    for key in ('head.fc.weight', 'head.weight'):
-        if key in state_dict and state_dict[key].dim() == 2:
-            return int(state_dict[key].shape[0])
-    return 0
-
-
-def _model_label(model: nn.Module) -> str:
-    return (getattr(model, 'pretrained_cfg', None) or {}).get('architecture') or type(model).__name__
-
-
-def _classifier_prefix(model: nn.Module) -> Optional[str]:
-    """``'head.fc.'`` and the like: where ``model``'s classifier weights live, None for a model without one."""
-    get_classifier = getattr(model, 'get_classifier', None)
-    if get_classifier is None:
-        return None
-    classifier = get_classifier()
-    return next((name + '.' for name, module in model.named_modules() if module is classifier and name), None)
-
-
-def _rows(weights: Dict[str, torch.Tensor], prefix: str) -> int:
-    return next((int(v.shape[0]) for k, v in weights.items() if k.startswith(prefix) and v.dim() == 2), 0)
-
-
-def _fit_classifier(state_dict: Dict[str, torch.Tensor], model: nn.Module, source: str, reset_head: bool,
-                    log: Callable[[str], None]) -> Dict[str, torch.Tensor]:
-    """The state dict with the classifier checked: a head of another class count is an error, or dropped."""
-    prefix = _classifier_prefix(model)
-    if prefix is None:
-        return state_dict
-    expected = {k: v for k, v in model.state_dict().items() if k.startswith(prefix)}
-    given = {k: v for k, v in state_dict.items() if k.startswith(prefix)}
-    if given.keys() == expected.keys() and all(v.shape == expected[k].shape for k, v in given.items()):
-        return state_dict
-    got, want = _rows(given, prefix), _rows(expected, prefix)
-    if got == want:  # same class count, other features: the body does not fit either, reported by the loader
-        return state_dict
-    if not reset_head:
-        raise CheckpointError(f'{source} has a {got}-class head but the model has {want} classes; create the model '
-                              f'with num_classes={got}, or fine-tune to re-initialise the head')
-    log(f'{source} has a {got or "different"}-class head and the model has {want} classes: the head is '
-        f're-initialised')
-    return {k: v for k, v in state_dict.items() if not k.startswith(prefix)}
-
-
-def _adapt_first_conv(state_dict: Dict[str, torch.Tensor], model: nn.Module) -> Dict[str, torch.Tensor]:
-    """A first convolution trained on another number of input channels, adapted as timm does for pretrained."""
-    from timm.models import adapt_input_conv
-    first_conv = (getattr(model, 'pretrained_cfg', None) or {}).get('first_conv')
-    key = f'{first_conv}.weight'
-    want = model.state_dict().get(key)
-    have = state_dict.get(key)
-    if want is None or have is None or have.dim() != 4 or have.shape[1] == want.shape[1]:
-        return state_dict
-    return dict(state_dict, **{key: adapt_input_conv(want.shape[1], have)})
-
-
-def _first_reason(error: RuntimeError) -> str:
-    """The first detail line of a ``load_state_dict`` error (its first line only names the class)."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    reason = lines[1] if len(lines) > 1 else (lines[0] if lines else 'no detail')
-    return reason if len(reason) <= 300 else reason[:300] + ' ...'
-
-
-def load_weights(model: nn.Module, checkpoint: Union[PathLike, Mapping[str, Any]], *, reset_head: bool = False,
-                 source: Optional[str] = None, log: Callable[[str], None] = print) -> nn.Module:
-    """Load a checkpoint into ``model``: the one way weights are loaded in this package.
+def model_from_checkpoint(checkpoint: Union[PathLike, Mapping[str, Any]], model_name: Optional[str] = None, *,
+                          source: Optional[str] = None, **kwargs: Any) -> nn.Module:
+    """The model a checkpoint holds, with its weights: read (safely), unwrap, count the classes, create, load.
 
     Args:
-        model: a UniConvNet (official or our key layout), any timm model, or any ``nn.Module``.
-        checkpoint: a ``.pt``/``.pth``/``.safetensors`` file (read safely, see :func:`load_checkpoint_file`) or
-            what one holds. Weights under ``'model'``, ``'model_ema'`` or ``'state_dict'`` and ``module.``
-            prefixes are unwrapped.
-        reset_head: when the checkpoint's classifier has another class count, drop it and keep the model's
-            freshly initialised head (fine-tuning) instead of failing.
+        checkpoint: a ``.pt``/``.pth``/``.safetensors`` file (official or ours) or what one holds.
+        model_name: any timm name; default: the UniConvNet variant whose shapes the weights have.
         source: how messages name the checkpoint (default: its path).
-        log: where the note about a re-initialised head goes.
+        kwargs: more options of :func:`~uniconvnet.models.create_model`.
 
-    Anything else that does not fit fails with a :class:`CheckpointError` (a ``ValueError``) naming the
-    checkpoint, the model and the first misfit; for a UniConvNet it names the variant the checkpoint is for.
-    A first convolution trained on another number of input channels is adapted as timm does.
+    The class count follows the checkpoint's classifier (for a UniConvNet, none means ``num_classes=0``). Returns
+    the model in train mode on the CPU, as :func:`~uniconvnet.models.create_model` does.
     """
-    source = source or str(checkpoint if not isinstance(checkpoint, Mapping) else 'the checkpoint')
+    source = source or (str(checkpoint) if not isinstance(checkpoint, Mapping) else 'the checkpoint')
     state_dict = unwrap_state_dict(checkpoint if isinstance(checkpoint, Mapping) else load_checkpoint_file(checkpoint))
-    if is_uniconvnet(model):
-        state_dict = checkpoint_filter_fn(state_dict, model)
-    state_dict = _fit_classifier(state_dict, model, source, reset_head, log)
-    state_dict = _adapt_first_conv(state_dict, model)
-    prefix = _classifier_prefix(model) if reset_head else None
-    try:
-        missing, unexpected = model.load_state_dict(state_dict, strict=prefix is None)
-    except RuntimeError as e:
-        raise CheckpointError(f'{source} does not fit {_model_label(model)}: {_first_reason(e)}') from e
-    missing = [k for k in missing if prefix is None or not k.startswith(prefix)]
-    if missing or unexpected:
-        raise CheckpointError(f'{source} does not fit {_model_label(model)}: missing {missing[:5]}, '
-                              f'unexpected {list(unexpected)[:5]}')
-    return model
+    name = model_name or infer_variant(state_dict)
+    if name is None:
+        raise CheckpointError(f'cannot tell which model {source} is for (its shapes match no UniConvNet variant); '
+                              f'pass the model name (--model NAME)')
+    num_classes = num_classes_of(state_dict, get_pretrained_cfg_value(name, 'classifier'))
+    if num_classes or is_uniconvnet(name):
+        kwargs.setdefault('num_classes', num_classes)
+    return load_weights(create_model(name, **kwargs), state_dict, source=source)
 
 
 def convert_official_checkpoint(src: PathLike, dst: PathLike, model_name: str) -> Path:

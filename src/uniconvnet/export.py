@@ -16,10 +16,10 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .checkpoints import load_weights, num_classes_of
-from .io import atomic_write, load_checkpoint_file
+from .checkpoints import model_from_checkpoint
+from .io import atomic_write
 from .layers import dcn_backend
-from .models import create_model, unwrap_state_dict
+from .models import create_model
 
 __all__ = ['FORMATS', 'export_model', 'export_pretrained', 'pad_depthwise_channels']
 
@@ -227,16 +227,7 @@ def export_pretrained(
     _check_format(format)
     _check_options(format, image_size, opset)
     _check_out(out, format)
-    kwargs = {}
-    state_dict = None
-    if checkpoint is not None:
-        state_dict = unwrap_state_dict(load_checkpoint_file(checkpoint))
-        num_classes = num_classes_of(state_dict)
-        if num_classes:
-            kwargs['num_classes'] = num_classes
-    model = create_model(name, **kwargs)
-    if state_dict is not None:
-        load_weights(model, state_dict, source=str(checkpoint))
+    model = model_from_checkpoint(checkpoint, name) if checkpoint is not None else create_model(name)
     if fuse and hasattr(model, 'fuse'):
         model.fuse()
     size = image_size if image_size is not None else model.pretrained_cfg.get('input_size', (3, 224, 224))[-1]

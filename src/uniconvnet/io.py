@@ -9,14 +9,15 @@ import pickle
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Union
+from typing import Any, Callable, Dict, Mapping, Optional, Union
 
 import torch
+import torch.nn as nn
 
 PathLike = Union[str, os.PathLike]
 
 __all__ = ['CheckpointError', 'PathLike', 'atomic_save', 'atomic_write', 'atomic_write_text', 'load_checkpoint_file',
-           'save_safetensors']
+           'load_weights', 'num_classes_of', 'save_safetensors', 'unwrap_state_dict']
 
 
 def _last_line(error: BaseException) -> str:
@@ -53,6 +54,124 @@ def load_checkpoint_file(path: PathLike) -> Dict[str, Any]:
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
         raise CheckpointError(f'could not read checkpoint {path}: it is truncated or not a PyTorch checkpoint '
                               f'({type(e).__name__}: {str(e).splitlines()[0] if str(e) else "no detail"})') from e
+
+
+def unwrap_state_dict(checkpoint: Dict[str, Any]) -> Dict[str, torch.Tensor]:
+    """The weights inside a checkpoint dict: under 'model', 'model_ema', 'state_dict' or bare; no 'module.'."""
+    state_dict = checkpoint
+    for key in ('model', 'model_ema', 'state_dict', 'state_dict_ema'):
+        if isinstance(state_dict, dict) and isinstance(state_dict.get(key), dict):
+            state_dict = state_dict[key]
+            break
+    if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
+        raise ValueError('not a UniConvNet checkpoint: expected a dict of tensors, or one under "model", '
+                         '"model_ema" or "state_dict"')
+    return {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state_dict.items()}
+
+
+def num_classes_of(state_dict: Mapping[str, torch.Tensor], classifier: Optional[str] = None) -> int:
+    """Class count of a state dict: rows of its classifier (``classifier``, e.g. timm's ``pretrained_cfg``
+    name ``'fc'``, else a UniConvNet's, ours or official), 0 without one."""
+    names = ((classifier,) if classifier else ()) + ('head.fc', 'head')
+    for key in (f'{name}.weight' for name in names):
+        if key in state_dict and state_dict[key].dim() == 2:
+            return int(state_dict[key].shape[0])
+    return 0
+
+
+def _model_label(model: nn.Module) -> str:
+    return (getattr(model, 'pretrained_cfg', None) or {}).get('architecture') or type(model).__name__
+
+
+def _classifier_prefix(model: nn.Module) -> Optional[str]:
+    """``'head.fc.'`` and the like: where ``model``'s classifier weights live, None for a model without one."""
+    get_classifier = getattr(model, 'get_classifier', None)
+    if get_classifier is None:
+        return None
+    classifier = get_classifier()
+    return next((name + '.' for name, module in model.named_modules() if module is classifier and name), None)
+
+
+def _rows(weights: Dict[str, torch.Tensor], prefix: str) -> int:
+    return next((int(v.shape[0]) for k, v in weights.items() if k.startswith(prefix) and v.dim() == 2), 0)
+
+
+def _fit_classifier(state_dict: Dict[str, torch.Tensor], model: nn.Module, source: str, reset_head: bool,
+                    log: Callable[[str], None]) -> Dict[str, torch.Tensor]:
+    """The state dict with the classifier checked: a head of another class count is an error, or dropped."""
+    prefix = _classifier_prefix(model)
+    if prefix is None:
+        return state_dict
+    expected = {k: v for k, v in model.state_dict().items() if k.startswith(prefix)}
+    given = {k: v for k, v in state_dict.items() if k.startswith(prefix)}
+    if given.keys() == expected.keys() and all(v.shape == expected[k].shape for k, v in given.items()):
+        return state_dict
+    got, want = _rows(given, prefix), _rows(expected, prefix)
+    if got == want:  # same class count, other features: the body does not fit either, reported by the loader
+        return state_dict
+    if not reset_head:
+        raise CheckpointError(f'{source} has a {got}-class head but the model has {want} classes; create the model '
+                              f'with num_classes={got}, or fine-tune to re-initialise the head')
+    log(f'{source} has a {got or "different"}-class head and the model has {want} classes: the head is '
+        f're-initialised')
+    return {k: v for k, v in state_dict.items() if not k.startswith(prefix)}
+
+
+def _adapt_first_conv(state_dict: Dict[str, torch.Tensor], model: nn.Module) -> Dict[str, torch.Tensor]:
+    """A first convolution trained on another number of input channels, adapted as timm does for pretrained."""
+    from timm.models import adapt_input_conv
+    first_conv = (getattr(model, 'pretrained_cfg', None) or {}).get('first_conv')
+    key = f'{first_conv}.weight'
+    want = model.state_dict().get(key)
+    have = state_dict.get(key)
+    if want is None or have is None or have.dim() != 4 or have.shape[1] == want.shape[1]:
+        return state_dict
+    return dict(state_dict, **{key: adapt_input_conv(want.shape[1], have)})
+
+
+def _first_reason(error: RuntimeError) -> str:
+    """The first detail line of a ``load_state_dict`` error (its first line only names the class)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    reason = lines[1] if len(lines) > 1 else (lines[0] if lines else 'no detail')
+    return reason if len(reason) <= 300 else reason[:300] + ' ...'
+
+
+def load_weights(model: nn.Module, checkpoint: Union[PathLike, Mapping[str, Any]], *, reset_head: bool = False,
+                 source: Optional[str] = None, log: Callable[[str], None] = print) -> nn.Module:
+    """Load a checkpoint into ``model``: the one way weights are loaded in this package.
+
+    Args:
+        model: any ``nn.Module``. A model with a ``filter_checkpoint(state_dict)`` method has the weights passed
+            through it first: a UniConvNet takes the official key layout or ours, and names the variant a checkpoint
+            of another one is for.
+        checkpoint: a ``.pt``/``.pth``/``.safetensors`` file (read safely, see :func:`load_checkpoint_file`) or
+            what one holds. Weights under ``'model'``, ``'model_ema'`` or ``'state_dict'`` and ``module.``
+            prefixes are unwrapped.
+        reset_head: when the checkpoint's classifier has another class count, drop it and keep the model's
+            freshly initialised head (fine-tuning) instead of failing.
+        source: how messages name the checkpoint (default: its path).
+        log: where the note about a re-initialised head goes.
+
+    Anything else that does not fit fails with a :class:`CheckpointError` (a ``ValueError``) naming the
+    checkpoint, the model and the first misfit. A first convolution trained on another number of input channels is adapted as timm does.
+    """
+    source = source or str(checkpoint if not isinstance(checkpoint, Mapping) else 'the checkpoint')
+    state_dict = unwrap_state_dict(checkpoint if isinstance(checkpoint, Mapping) else load_checkpoint_file(checkpoint))
+    filter_checkpoint = getattr(model, 'filter_checkpoint', None)
+    if callable(filter_checkpoint):  # e.g. UniConvNet: official key names, shapes checked against the variant
+        state_dict = filter_checkpoint(state_dict)
+    state_dict = _fit_classifier(state_dict, model, source, reset_head, log)
+    state_dict = _adapt_first_conv(state_dict, model)
+    prefix = _classifier_prefix(model) if reset_head else None
+    try:
+        missing, unexpected = model.load_state_dict(state_dict, strict=prefix is None)
+    except RuntimeError as e:
+        raise CheckpointError(f'{source} does not fit {_model_label(model)}: {_first_reason(e)}') from e
+    missing = [k for k in missing if prefix is None or not k.startswith(prefix)]
+    if missing or unexpected:
+        raise CheckpointError(f'{source} does not fit {_model_label(model)}: missing {missing[:5]}, '
+                              f'unexpected {list(unexpected)[:5]}')
+    return model
 
 
 def _umask() -> int:

@@ -1,9 +1,12 @@
-"""``uniconvnet detect train|eval`` and ``uniconvnet segment train|eval``: thin over ``engine.detseg``."""
+"""``uniconvnet detect train|eval`` and ``uniconvnet segment train|eval``: thin over the torchvision and smp
+integrations' tasks (``integrations/torchvision/task.py``, ``integrations/smp/task.py``)."""
 import argparse
 import json
 from typing import Any, Dict
 
 from ..engine.config import TrainConfig
+from ..integrations.torchvision.models import DETECTORS
+from ..models import TRUNK_NORMS
 
 # the trainer settings these commands expose, with detection/segmentation defaults
 _TRAIN_DEFAULTS: Dict[str, Any] = dict(
@@ -38,14 +41,14 @@ def _add_common(p: argparse.ArgumentParser, kind: str) -> None:
     p.add_argument('--backbone', default='uniconvnet_a', help='UniConvNet variant of the backbone (any timm model with stride 4-32 levels works, e.g. resnet18)')
     p.add_argument('--backbone-weights', default=None, help='official or our classification checkpoint')
     p.add_argument('--num-classes', type=int, default=None, help='classes (default: from the data)')
+    p.add_argument('--trunk-norm', choices=TRUNK_NORMS, default=None,
+                   help="a UniConvNet backbone's stem and downsampling norms: layer (the paper's, default) or batch "
+                        "(keeps small objects standing out when training from random weights; docs/models.md)")
 
 
-def _options(args: argparse.Namespace):
-    from ..engine.detseg import DetSegOptions
-    return DetSegOptions(arch=args.arch, backbone=args.backbone, backbone_weights=args.backbone_weights,
-                         trainable_stages=getattr(args, 'trainable_stages', 4),
-                         min_size=getattr(args, 'min_size', 128), num_classes=args.num_classes,
-                         fpn_channels=getattr(args, 'fpn_channels', 256))
+def _backbone_options(args: argparse.Namespace) -> Dict[str, Any]:
+    return dict(backbone=args.backbone, backbone_weights=args.backbone_weights, num_classes=args.num_classes,
+                trunk_norm=args.trunk_norm)
 
 
 def _config(args: argparse.Namespace) -> TrainConfig:
@@ -56,21 +59,25 @@ def _config(args: argparse.Namespace) -> TrainConfig:
 
 
 def _cmd_detect_train(args: argparse.Namespace) -> int:
-    from ..engine.detseg import train_detection
-    train_detection(_config(args), _options(args))
+    from ..integrations.torchvision import DetectionOptions, train_detection
+    train_detection(_config(args), DetectionOptions(arch=args.arch, trainable_stages=args.trainable_stages,
+                                                    min_size=args.min_size, fpn_channels=args.fpn_channels,
+                                                    **_backbone_options(args)))
     return 0
 
 
 def _cmd_segment_train(args: argparse.Namespace) -> int:
-    from ..engine.detseg import train_segmentation
-    train_segmentation(_config(args), _options(args))
+    from ..integrations.smp import SegmentationOptions, train_segmentation
+    train_segmentation(_config(args), SegmentationOptions(**_backbone_options(args)))
     return 0
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from ..engine import detseg
-    fn = detseg.evaluate_detection if args.kind == 'detect' else detseg.evaluate_segmentation
-    metrics = fn(args.checkpoint, args.data, batch_size=args.batch_size, device=args.device)
+    if args.kind == 'detect':
+        from ..integrations.torchvision import evaluate_detection as evaluate
+    else:
+        from ..integrations.smp import evaluate_segmentation as evaluate
+    metrics = evaluate(args.checkpoint, args.data, batch_size=args.batch_size, device=args.device)
     print(json.dumps(metrics, indent=2))
     return 0
 
@@ -84,14 +91,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         train = actions.add_parser('train', help=f'train {title}')
         _add_common(train, kind)
         if kind == 'detect':
-            train.add_argument('--arch', default='retinanet', choices=('retinanet', 'fasterrcnn', 'maskrcnn'))
+            train.add_argument('--arch', default='retinanet', choices=DETECTORS)
             train.add_argument('--trainable-stages', type=int, default=4, help='backbone stages that train (0-4)')
             train.add_argument('--min-size', type=int, default=128, help='detector input size')
             train.add_argument('--fpn-channels', type=int, default=256,
                                help="FPN and head width (torchvision's 256; smaller is much faster on small inputs)")
             train.set_defaults(func=_cmd_detect_train)
         else:
-            train.set_defaults(func=_cmd_segment_train, arch='upernet')
+            train.set_defaults(func=_cmd_segment_train)
         ev = actions.add_parser('eval', help=f'evaluate a trained {kind} model on DATA/val')
         ev.add_argument('--checkpoint', required=True, help='output folder of the training run, or a checkpoint in it')
         ev.add_argument('--data', default=None, help='data folder (default: the built-in small-object dataset)')

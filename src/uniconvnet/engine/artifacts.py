@@ -10,10 +10,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch.nn as nn
 
-from ..checkpoints import load_weights, num_classes_of
+from ..checkpoints import model_from_checkpoint
 from ..data.transforms import Preprocessing
-from ..io import CheckpointError, atomic_write, load_checkpoint_file
-from ..models import create_model, infer_variant, unwrap_state_dict
+from ..io import atomic_write, load_checkpoint_file
 
 __all__ = ['TrainedModelInfo', 'imagenet_class_names', 'load_trained_model', 'plot_curves', 'read_model_config',
            'write_model_config']
@@ -106,12 +105,9 @@ def load_trained_model(checkpoint: Union[str, Path], model_name: Optional[str] =
     raw = load_checkpoint_file(path)
     if info is None and isinstance(raw, dict) and isinstance(raw.get('meta'), dict) and raw['meta'].get('label_names'):
         info = _info_from_meta(raw['meta'])
-    state_dict = unwrap_state_dict(raw)
-    name = model_name or (info.architecture if info else None) or infer_variant(state_dict)
-    if name is None:
-        raise CheckpointError(f'cannot tell which model {path} is for; pass --model NAME')
-    num_classes = num_classes_of(state_dict)
-    model = load_weights(create_model(name, num_classes=num_classes), state_dict, source=str(path)).eval()
+    name = model_name or (info.architecture if info else None)
+    model = model_from_checkpoint(raw, name, source=str(path)).eval()
+    name, num_classes = name or model.pretrained_cfg['architecture'], model.num_classes
     if info is None or info.num_classes != num_classes:
         info = TrainedModelInfo(name, num_classes, default_class_names(num_classes), Preprocessing.from_model(model))
     else:

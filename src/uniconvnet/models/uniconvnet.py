@@ -15,6 +15,7 @@ channels, its LayerNorms single ``F.layer_norm`` calls, its depthwise convolutio
 activations stay channels-last from block to block. The official code computes in NCHW; both give the official
 outputs within float rounding (``tests/test_parity.py``).
 """
+import logging
 import re
 from functools import partial
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
@@ -34,15 +35,47 @@ from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_c
 from timm.models._features import feature_take_indices
 from torch.utils.checkpoint import checkpoint
 
-from ..io import load_checkpoint_file
+from ..io import PathLike, load_weights, unwrap_state_dict
 from ..layers import DCNv3, Mlp, ReceptiveFieldAggregator, set_dcn_backend
 from ..layers.fusion import fold_input_affine_, fold_output_scale_, without_affine
 
-__all__ = ['BRANCHES', 'UniConvNet', 'UniConvNetBlock', 'UniConvNetStage', 'VARIANTS', 'checkpoint_filter_fn',
-           'infer_variant']
+__all__ = ['BRANCHES', 'TRUNK_NORMS', 'UniConvNet', 'UniConvNetBlock', 'UniConvNetStage', 'VARIANTS',
+           'checkpoint_filter_fn', 'infer_variant', 'trunk_norm_of']
+
+_logger = logging.getLogger(__name__)
 
 # The residual branches of a block, in order: what ``recompute`` names
 BRANCHES = ('rfa', 'dcn', 'mlp')
+# The norms the trunk (stem and downsampling layers) can have: the paper's LayerNorms, or BatchNorms
+TRUNK_NORMS = ('layer', 'batch')
+
+
+def check_trunk_norm(trunk_norm: str) -> str:
+    """``trunk_norm`` if it is one of :data:`TRUNK_NORMS`, else a ValueError naming them."""
+    if trunk_norm not in TRUNK_NORMS:
+        raise ValueError(f'trunk_norm={trunk_norm!r} is not one of {", ".join(map(repr, TRUNK_NORMS))}: \'layer\' is '
+                         f'the paper\'s (and its checkpoints\'), \'batch\' the trunk for training from scratch on small '
+                         f'objects (docs/models.md)')
+    return trunk_norm
+
+
+def trunk_norm_layer(trunk_norm: str, channels: int, device=None, dtype=None) -> nn.Module:
+    """A norm of the trunk over NCHW maps: the paper's channel LayerNorm (eps 1e-6), or a BatchNorm."""
+    if check_trunk_norm(trunk_norm) == 'batch':
+        return nn.BatchNorm2d(channels, device=device, dtype=dtype)
+    return LayerNorm2d(channels, eps=1e-6, device=device, dtype=dtype)
+
+
+def trunk_norm_of(model: nn.Module) -> Optional[str]:
+    """``'layer'`` or ``'batch'``: the norm of a UniConvNet's trunk, read from its stem's modules (so it works for
+    ``features_only`` models and models pickled before the option existed); None for a model without one."""
+    for name, module in model.named_modules():
+        if name.split('.')[0].startswith('stem'):
+            if isinstance(module, nn.BatchNorm2d):
+                return 'batch'
+            if isinstance(module, nn.LayerNorm):
+                return 'layer'
+    return None
 
 
 def check_recompute(recompute: Sequence[str]) -> List[bool]:
@@ -150,7 +183,7 @@ class UniConvNetBlock(nn.Module):
 
 
 class UniConvNetStage(nn.Module):
-    """Optional downsampling (LayerNorm, 3x3 stride-2 conv), then ``depth`` blocks."""
+    """Optional downsampling (a norm of ``trunk_norm``'s kind, 3x3 stride-2 conv), then ``depth`` blocks."""
 
     def __init__(
             self,
@@ -159,6 +192,7 @@ class UniConvNetStage(nn.Module):
             depth: int,
             downsample: bool = True,
             drop_path_rates: Optional[Sequence[float]] = None,
+            trunk_norm: str = 'layer',
             device=None,
             dtype=None,
             **block_kwargs: Any,
@@ -168,7 +202,7 @@ class UniConvNetStage(nn.Module):
         self.grad_checkpointing = False
         if downsample:
             self.downsample = nn.Sequential(
-                LayerNorm2d(in_chs, eps=1e-6, **dd),
+                trunk_norm_layer(trunk_norm, in_chs, **dd),
                 nn.Conv2d(in_chs, out_chs, kernel_size=3, stride=2, padding=1, **dd),
             )
         else:
@@ -221,6 +255,10 @@ class UniConvNet(nn.Module):
             default (``UNICONVNET_DCN_BACKEND``, else ``'auto'``).
         recompute: branches of every block (``'rfa'``, ``'dcn'``, ``'mlp'``) that keep only their input for the
             backward pass and run again there (see :meth:`set_recompute`).
+        trunk_norm: the norms of the trunk, i.e. the stem and the downsampling layers between stages (not those
+            inside the blocks): ``'layer'``, the paper's LayerNorms (its checkpoints need them), or ``'batch'``,
+            BatchNorms, which keep small objects standing out from a flat background when training from random
+            weights (docs/models.md, docs/yolo.md).
     """
 
     def __init__(
@@ -240,11 +278,13 @@ class UniConvNet(nn.Module):
             drop_path_rate: float = 0.0,
             dcn_backend: Optional[str] = None,
             recompute: Sequence[str] = (),
+            trunk_norm: str = 'layer',
             device=None,
             dtype=None,
     ):
         dd = {'device': device, 'dtype': dtype}
         super().__init__()
+        check_trunk_norm(trunk_norm)
         if len(depths) != len(dims):
             raise ValueError(f'depths {tuple(depths)} and dims {tuple(dims)} must have one entry per stage')
         if dims[0] % 2 != 0:
@@ -252,14 +292,15 @@ class UniConvNet(nn.Module):
         self.in_chans = in_chans
         self.num_classes = num_classes
         self.drop_rate = drop_rate
+        self.trunk_norm = trunk_norm
         self.feature_info: List[Dict[str, Any]] = []
 
         self.stem = nn.Sequential(
             nn.Conv2d(in_chans, dims[0] // 2, kernel_size=3, stride=2, padding=1, **dd),
-            LayerNorm2d(dims[0] // 2, eps=1e-6, **dd),
+            trunk_norm_layer(trunk_norm, dims[0] // 2, **dd),
             nn.GELU(),
             nn.Conv2d(dims[0] // 2, dims[0], kernel_size=3, stride=2, padding=1, **dd),
-            LayerNorm2d(dims[0], eps=1e-6, **dd),
+            trunk_norm_layer(trunk_norm, dims[0], **dd),
         )
         total = sum(depths)
         # plain Python so that construction works on the meta device
@@ -280,6 +321,7 @@ class UniConvNet(nn.Module):
                 proj_drop=proj_drop_rate,
                 dcn_backend=dcn_backend,
                 recompute=recompute,
+                trunk_norm=trunk_norm,
                 **dd,
             ))
             self.feature_info.append(dict(num_chs=dim, reduction=reduction, module=f'stages.{i}'))
@@ -341,6 +383,21 @@ class UniConvNet(nn.Module):
             if module is not self and hasattr(module, 'reparameterize'):
                 module.reparameterize()
         return self
+
+    @torch.jit.ignore
+    def filter_checkpoint(self, state_dict: Dict[str, Any]) -> Dict[str, torch.Tensor]:
+        """A checkpoint (official or ours) in this model's layout, checked against it: what
+        :func:`uniconvnet.checkpoints.load_weights` applies before loading (see :func:`checkpoint_filter_fn`)."""
+        return checkpoint_filter_fn(state_dict, self)
+
+    @torch.jit.ignore
+    def load_pretrained(self, path: PathLike) -> None:
+        """timm's hook for pretrained weights (``custom_load`` in every UniConvNet config): a local file
+        (``pretrained_cfg_overlay=dict(file=PATH)``) or a downloaded one is loaded by
+        :func:`uniconvnet.checkpoints.load_weights`, the one loader: read safely (``weights_only`` or safetensors),
+        official keys converted, a head of another class count re-initialised (as timm does), a first convolution
+        adapted to ``in_chans``."""
+        load_weights(self, path, reset_head=True, log=_logger.info)
 
     @torch.jit.ignore
     def get_classifier(self) -> nn.Module:
@@ -497,19 +554,6 @@ def is_official_state_dict(state_dict: Dict[str, Any]) -> bool:
     return 'downsample_layers.0.0.weight' in state_dict
 
 
-def unwrap_state_dict(checkpoint: Dict[str, Any]) -> Dict[str, torch.Tensor]:
-    """The weights inside a checkpoint dict: under 'model', 'model_ema', 'state_dict' or bare; no 'module.'."""
-    state_dict = checkpoint
-    for key in ('model', 'model_ema', 'state_dict', 'state_dict_ema'):
-        if isinstance(state_dict, dict) and isinstance(state_dict.get(key), dict):
-            state_dict = state_dict[key]
-            break
-    if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
-        raise ValueError('not a UniConvNet checkpoint: expected a dict of tensors, or one under "model", '
-                         '"model_ema" or "state_dict"')
-    return {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state_dict.items()}
-
-
 def _architecture_of(state_dict: Dict[str, torch.Tensor]) -> Optional[Tuple[Tuple[int, ...], Tuple[int, ...], int]]:
     """(depths, dims, dcn_group_channels) of a state dict in our layout, or None if it cannot be read."""
     depths, dims, group_chs = [], [], None
@@ -541,6 +585,18 @@ def infer_variant(state_dict: Dict[str, torch.Tensor]) -> Optional[str]:
     return None
 
 
+def _check_same_trunk(state_dict: Dict[str, torch.Tensor], expected: Dict[str, torch.Tensor]) -> None:
+    """A checkpoint of one ``trunk_norm`` does not load into a model of the other: say which to build."""
+    if 'stem.1.weight' not in state_dict or 'stem.1.weight' not in expected:
+        return
+    have = 'batch' if 'stem.1.running_mean' in state_dict else 'layer'
+    want = 'batch' if 'stem.1.running_mean' in expected else 'layer'
+    if have != want:
+        raise ValueError(f'checkpoint does not fit this model: its trunk (stem and downsampling) has '
+                         f'{have.capitalize()}Norms, the model was built with trunk_norm={want!r}; create the model '
+                         f'with trunk_norm={have!r}')
+
+
 def checkpoint_filter_fn(state_dict: Dict[str, Any], model: nn.Module) -> Dict[str, torch.Tensor]:
     """Turn an official checkpoint (or ours) into a state dict for ``model``.
 
@@ -561,6 +617,7 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: nn.Module) -> Dict[s
             return True  # other in_chans: timm adapts the first conv after this filter
         return shape == want
 
+    _check_same_trunk(sd, expected)
     mismatched = [f'{k}: checkpoint {tuple(v.shape)} vs model {tuple(expected[k].shape)}'
                   for k, v in sd.items() if k in expected and not is_head(k) and not fits(k, v.shape)]
     unexpected = [k for k in sd if k not in expected and not is_head(k)]
@@ -598,6 +655,8 @@ def _cfg(url: str = '', **kwargs: Any) -> Dict[str, Any]:
         'paper_name': 'UniConvNet: Expanding Effective Receptive Field while Maintaining Asymptotically '
                       'Gaussian Distribution for ConvNets of Any Scale',
         'origin_url': 'https://github.com/ai-paperwithcode/UniConvNet',
+        # timm hands the file (local or downloaded) to UniConvNet.load_pretrained, i.e. to our one loader
+        'custom_load': True,
         **kwargs,
     }
 
@@ -678,22 +737,12 @@ def _check_create_options(variant: str, kwargs: Dict[str, Any]) -> None:
                          f'features are returned)')
 
 
-def _read_local_weights(pretrained: bool, kwargs: Dict[str, Any]) -> None:
-    """``pretrained_cfg_overlay=dict(file=PATH)``: read PATH with our safe reader and hand timm the weights.
-
-    timm's own reader logs a missing file and raises an empty FileNotFoundError, and reports a corrupt file as a
-    pickle that needs globals; ours names the file and what is wrong with it, reads safetensors too, and never
-    unpickles code.
-    """
-    overlay = kwargs.get('pretrained_cfg_overlay') or {}
-    if pretrained and overlay.get('file') and overlay.get('state_dict') is None:
-        weights = load_checkpoint_file(overlay['file'])
-        kwargs['pretrained_cfg_overlay'] = dict(overlay, state_dict=weights)
-
-
 def _create_uniconvnet(variant: str, pretrained: bool = False, **kwargs: Any) -> UniConvNet:
     _check_create_options(variant, kwargs)
-    _read_local_weights(pretrained, kwargs)
+    if kwargs.get('pretrained_cfg_overlay'):
+        # timm turns custom_load off when the overlay names a weight source (e.g. file=PATH): keep ours on
+        kwargs['pretrained_cfg_overlay'] = dict(kwargs['pretrained_cfg_overlay'])
+        kwargs['pretrained_cfg_overlay'].setdefault('custom_load', True)
     model_args = dict(VARIANTS[variant], **kwargs)
     model = build_model_with_cfg(
         UniConvNet, variant, pretrained,
@@ -701,7 +750,6 @@ def _create_uniconvnet(variant: str, pretrained: bool = False, **kwargs: Any) ->
         feature_cfg=dict(out_indices=(0, 1, 2, 3), flatten_sequential=True),
         **model_args,
     )
-    model.pretrained_cfg.pop('state_dict', None)  # loaded: the config keeps the file's name, not its tensors
     return model
 
 

@@ -14,12 +14,14 @@ from ultralytics.nn import tasks
 from ultralytics.nn.modules import C2f, C3, Conv
 
 from ...layers.rfa import ReceptiveFieldAggregator
-from ...models import create_model
+from ...models import create_model, is_uniconvnet
+from ...models.uniconvnet import trunk_norm_of
 
 __all__ = ['RFABlock', 'C3kRFA', 'C3k2RFA', 'UniConvNetBackbone', 'YAML_MODULES', 'is_registered']
 
 _DEFAULT_KERNELS = (7, 9, 11)
-TRUNK_NORMS = ('auto', 'batch', 'model')
+# 'auto': BatchNorms from scratch, the paper's LayerNorms with weights; 'model': the model's own ('layer' for UniConvNet)
+TRUNK_NORMS = ('auto', 'batch', 'layer', 'model')
 # set on ultralytics' parse_model once register() has extended it: the one record of registration
 EXTENDED_MARK = '_uniconvnet_extended'
 
@@ -107,8 +109,8 @@ class UniConvNetBackbone(nn.Module):
     Put it first in the YAML and pick its outputs with ultralytics' ``Index`` rows, whose first argument is the
     stage's channel count (``channels`` below; checked when the model is built).
 
-    Trained from scratch (no ``weights``), the LayerNorms of the trunk (the stem and the downsampling layers
-    between stages, not those inside the residual blocks) are BatchNorms. A LayerNorm there normalises each
+    Trained from scratch (no ``weights``), a UniConvNet's trunk (the stem and the downsampling layers between
+    stages, not the residual blocks) has BatchNorms, the model's ``trunk_norm='batch'``. A LayerNorm there normalises each
     pixel's response vector by its own size, so the strong response of a small object and the weak one of the
     flat background around it come out the same size (at UniConvNet-A's first norm the object/background energy
     ratio falls from 10.6 to 1.6; a BatchNorm keeps 8.8). Pretrained filters have learnt to cope; random ones do
@@ -128,8 +130,9 @@ class UniConvNetBackbone(nn.Module):
         in_chans: image channels.
         drop_path_rate: stochastic depth.
         model_kwargs: more keyword arguments of the model, e.g. ``{ls_init_value: 1.0}``.
-        trunk_norm: ``'auto'``: BatchNorm in the trunk when trained from scratch, the model's own norms with
-            ``weights``; ``'batch'`` or ``'model'`` to choose.
+        trunk_norm: ``'auto'``: a BatchNorm trunk when trained from scratch, the paper's LayerNorms with
+            ``weights``; ``'batch'`` or ``'layer'`` to choose (UniConvNet's ``trunk_norm``); ``'model'``: the
+            model's own norms (other timm models always keep theirs).
     """
 
     def __init__(self, variant: str = 'uniconvnet_a', out_indices: Sequence[int] = (1, 2, 3),
@@ -141,16 +144,18 @@ class UniConvNetBackbone(nn.Module):
             raise ValueError(f'UniConvNetBackbone trunk_norm {trunk_norm!r} is not one of {", ".join(TRUNK_NORMS)}')
         kwargs: Dict[str, Any] = dict(features_only=True, out_indices=tuple(out_indices), in_chans=in_chans,
                                       drop_path_rate=drop_path_rate, **(model_kwargs or {}))
+        if is_uniconvnet(variant) and trunk_norm != 'model':
+            kwargs['trunk_norm'] = trunk_norm if trunk_norm != 'auto' else 'layer' if weights else 'batch'
+        elif trunk_norm in ('batch', 'layer'):
+            raise ValueError(f'UniConvNetBackbone trunk_norm {trunk_norm!r} is an option of UniConvNet variants; '
+                             f'{variant} keeps its own norms: use trunk_norm auto or model')
         if weights:
             if not Path(weights).is_file():
                 raise FileNotFoundError(f'UniConvNetBackbone weights not found: {weights}')
             kwargs.update(pretrained=True, pretrained_cfg_overlay=dict(file=str(weights)))
         self.variant = variant
-        self.from_scratch = not weights  # what training_recipe() reads: random weights need more optimizer steps
         self.body = create_model(variant, **kwargs)
         self.channels: List[int] = list(self.body.feature_info.channels())
-        if trunk_norm == 'batch' or (trunk_norm == 'auto' and self.from_scratch):
-            batchnorm_trunk_(self.body)
         mean, std = self._input_statistics(self.body, in_chans)
         # constants of the variant, rebuilt with it: not part of the state dict
         self.register_buffer('input_mean', mean, persistent=False)
@@ -165,31 +170,22 @@ class UniConvNetBackbone(nn.Module):
         return (torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1),
                 torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
 
+    @property
+    def trunk_norm(self) -> Optional[str]:
+        """``'batch'`` or ``'layer'``: the norm of the backbone's trunk, read from its modules (models pickled
+        before the option existed included); None for a timm model without a stem norm."""
+        return trunk_norm_of(self.body)
+
     def __setstate__(self, state: Dict[str, Any]) -> None:
         super().__setstate__(state)
         if 'input_mean' not in self._buffers:  # pickled by uniconvnet 0.1, which fed [0, 1] images unnormalised
             self.register_buffer('input_mean', None, persistent=False)
             self.register_buffer('input_std', None, persistent=False)
-        self.__dict__.setdefault('from_scratch', True)  # pickled before the attribute existed
 
     def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
         if self.input_mean is not None:
             x = (x - self.input_mean.to(x.dtype)) / self.input_std.to(x.dtype)
         return list(self.body(x))
-
-
-def batchnorm_trunk_(body: nn.Module) -> List[str]:
-    """Replace the LayerNorms of a timm backbone's trunk (modules named ``stem*`` and ``*downsample*``, as in
-    UniConvNet and ConvNeXt) by BatchNorms over the same channels, in place; returns their names."""
-    replaced = []
-    for name, module in list(body.named_modules()):
-        trunk = name.split('.')[0].startswith('stem') or 'downsample' in name.split('.')
-        if trunk and isinstance(module, nn.LayerNorm):
-            parent_name, _, child = name.rpartition('.')
-            parent = body.get_submodule(parent_name) if parent_name else body
-            setattr(parent, child, nn.BatchNorm2d(module.normalized_shape[0]))
-            replaced.append(name)
-    return replaced
 
 
 # YAML name -> class; what register() makes visible to ultralytics' parser

@@ -111,8 +111,9 @@ def val(model: Any, data: Union[str, Path, None] = None, imgsz: Optional[int] = 
 
 def training_recipe(model: Any, batch: int = 16) -> Dict[str, Any]:
     """The training arguments a model needs beyond ultralytics' defaults (``train`` applies them; pass them to
-    ultralytics' own ``train`` yourself): for a ``UniConvNetBackbone`` trained from scratch, an optimizer step
-    every batch (``nbs=batch``) instead of every 64 images; nothing for other models.
+    ultralytics' own ``train`` yourself): for a ``UniConvNetBackbone`` with the from-scratch trunk (BatchNorms,
+    ``trunk_norm='batch'``: what it has without ``weights``, read from the model), an optimizer step every batch
+    (``nbs=batch``) instead of every 64 images; nothing for other models.
 
     Why: the backbone's residual blocks start gated shut (layer scale 1e-6) and AdamW opens each gate by at most
     about one learning rate per step, so a backbone from random weights needs many optimizer steps; ultralytics
@@ -126,7 +127,7 @@ def training_recipe(model: Any, batch: int = 16) -> Dict[str, Any]:
         batch: the training batch size (autobatch, ``batch <= 0``: 16).
     """
     module = load_model(model).model if not isinstance(model, torch.nn.Module) else model
-    from_scratch = any(isinstance(m, UniConvNetBackbone) and m.from_scratch for m in module.modules())
+    from_scratch = any(isinstance(m, UniConvNetBackbone) and m.trunk_norm == 'batch' for m in module.modules())
     return dict(nbs=batch if batch > 0 else 16) if from_scratch else {}
 
 

@@ -8,6 +8,8 @@ from typing import Any, Optional
 
 import torch.nn as nn
 
+from ...models import is_uniconvnet
+
 __all__ = ['upernet_uniconvnet']
 
 
@@ -26,6 +28,7 @@ def upernet_uniconvnet(
         backbone_weights: Optional[str] = None,
         decoder_channels: int = 256,
         drop_path_rate: float = 0.0,
+        trunk_norm: Optional[str] = None,
         **kwargs: Any,
 ) -> nn.Module:
     """UperNet (smp) on a UniConvNet encoder. Output: logits at the input resolution.
@@ -35,9 +38,15 @@ def upernet_uniconvnet(
         backbone_name: variant, e.g. ``uniconvnet_a``.
         backbone_weights: official or our classification checkpoint for the encoder (the head is dropped).
         decoder_channels: UperNet width.
-        kwargs: passed to ``smp.UPerNet``.
+        trunk_norm: a UniConvNet's stem and downsampling norms, ``'layer'`` (the paper's; default) or ``'batch'``
+            (for training from random weights); None: the model's default.
+        kwargs: passed to ``smp.UPerNet`` (and from there to ``timm.create_model``).
     """
     smp = _import_smp()
+    if trunk_norm is not None:
+        if not is_uniconvnet(backbone_name):
+            raise ValueError(f'trunk_norm is an option of UniConvNet backbones; {backbone_name} keeps its own norms')
+        kwargs['trunk_norm'] = trunk_norm
     if backbone_weights is not None:
         kwargs.update(encoder_weights='imagenet', pretrained_cfg_overlay=dict(file=str(backbone_weights)))
     else:

@@ -11,10 +11,13 @@ import timm
 import torch
 import torch.nn as nn
 
-from ..models import create_model, is_uniconvnet
+from ...models import create_model, is_uniconvnet
 
-__all__ = ['UniConvNetFPN', 'uniconvnet_fpn_backbone', 'fasterrcnn_uniconvnet_fpn', 'maskrcnn_uniconvnet_fpn',
-           'retinanet_uniconvnet_fpn']
+__all__ = ['DETECTORS', 'UniConvNetFPN', 'uniconvnet_fpn_backbone', 'uniconvnet_fpn_detector',
+           'fasterrcnn_uniconvnet_fpn', 'maskrcnn_uniconvnet_fpn', 'retinanet_uniconvnet_fpn']
+
+#: the torchvision detectors :func:`uniconvnet_fpn_detector` builds
+DETECTORS = ('retinanet', 'fasterrcnn', 'maskrcnn')
 
 
 class UniConvNetFPN(nn.Module):
@@ -84,6 +87,7 @@ def uniconvnet_fpn_backbone(
         out_channels: int = 256,
         extra_blocks: Optional[nn.Module] = None,
         drop_path_rate: float = 0.0,
+        trunk_norm: Optional[str] = None,
 ) -> UniConvNetFPN:
     """An FPN backbone from a UniConvNet variant (or any timm model with stride 4-32 levels, e.g. ``resnet18``).
 
@@ -96,6 +100,8 @@ def uniconvnet_fpn_backbone(
         out_channels: FPN width.
         extra_blocks: FPN extra levels (default: max-pooled P6, as torchvision's R-CNN builders).
         drop_path_rate: stochastic depth of the backbone.
+        trunk_norm: a UniConvNet's stem and downsampling norms, ``'layer'`` (the paper's; default) or ``'batch'``
+            (for training from random weights); None: the model's default.
     """
     from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
@@ -104,6 +110,10 @@ def uniconvnet_fpn_backbone(
                          f'{backbone_name} trains whole: use trainable_stages=4')
     kwargs: Dict[str, Any] = dict(features_only=True, out_indices=_stage_feature_indices(backbone_name, returned_stages),
                                   drop_path_rate=drop_path_rate)
+    if trunk_norm is not None:
+        if not is_uniconvnet(backbone_name):
+            raise ValueError(f'trunk_norm is an option of UniConvNet backbones; {backbone_name} keeps its own norms')
+        kwargs['trunk_norm'] = trunk_norm
     if backbone_weights is not None:
         kwargs.update(pretrained=True, pretrained_cfg_overlay=dict(file=str(backbone_weights)))
     body = create_model(backbone_name, **kwargs)
@@ -111,53 +121,51 @@ def uniconvnet_fpn_backbone(
     return UniConvNetFPN(body, out_channels, extra_blocks if extra_blocks is not None else LastLevelMaxPool())
 
 
-def fasterrcnn_uniconvnet_fpn(
+def uniconvnet_fpn_detector(
+        arch: str,
         num_classes: int = 91,
         backbone_name: str = 'uniconvnet_a',
         backbone_weights: Optional[str] = None,
         trainable_stages: int = 4,
         drop_path_rate: float = 0.0,
         fpn_channels: int = 256,
+        trunk_norm: Optional[str] = None,
         **kwargs: Any,
-):
-    """Faster R-CNN with a UniConvNet FPN backbone (``fpn_channels`` wide); extra kwargs go to
-    ``torchvision...FasterRCNN``."""
-    from torchvision.models.detection import FasterRCNN
-    backbone = uniconvnet_fpn_backbone(backbone_name, backbone_weights, trainable_stages, out_channels=fpn_channels,
-                                       drop_path_rate=drop_path_rate)
-    return FasterRCNN(backbone, num_classes=num_classes, **kwargs)
+) -> nn.Module:
+    """A torchvision detector (``arch``: one of :data:`DETECTORS`) on a UniConvNet FPN backbone, as torchvision's
+    ``*_resnet50_fpn`` builders arrange it: the R-CNNs on stages 1-4 plus a max-pooled P6, RetinaNet on stages 2-4
+    plus P6/P7.
+
+    Args:
+        backbone_name, backbone_weights, trainable_stages, drop_path_rate, trunk_norm: see
+            :func:`uniconvnet_fpn_backbone`.
+        fpn_channels: FPN (and RetinaNet head) width.
+        kwargs: passed to torchvision's ``FasterRCNN``, ``MaskRCNN`` or ``RetinaNet``.
+    """
+    from torchvision.models import detection
+    if arch not in DETECTORS:
+        raise ValueError(f'unknown detector {arch!r}; choose one of {", ".join(DETECTORS)}')
+    backbone_args: Dict[str, Any] = dict(out_channels=fpn_channels, drop_path_rate=drop_path_rate,
+                                         trunk_norm=trunk_norm)
+    if arch == 'retinanet':
+        from torchvision.ops.feature_pyramid_network import LastLevelP6P7
+        backbone_args.update(returned_stages=(1, 2, 3), extra_blocks=LastLevelP6P7(fpn_channels, fpn_channels))
+    backbone = uniconvnet_fpn_backbone(backbone_name, backbone_weights, trainable_stages, **backbone_args)
+    detector = {'retinanet': detection.RetinaNet, 'fasterrcnn': detection.FasterRCNN,
+                'maskrcnn': detection.MaskRCNN}[arch]
+    return detector(backbone, num_classes=num_classes, **kwargs)
 
 
-def maskrcnn_uniconvnet_fpn(
-        num_classes: int = 91,
-        backbone_name: str = 'uniconvnet_a',
-        backbone_weights: Optional[str] = None,
-        trainable_stages: int = 4,
-        drop_path_rate: float = 0.0,
-        fpn_channels: int = 256,
-        **kwargs: Any,
-):
-    """Mask R-CNN with a UniConvNet FPN backbone (``fpn_channels`` wide); extra kwargs go to
-    ``torchvision...MaskRCNN``."""
-    from torchvision.models.detection import MaskRCNN
-    backbone = uniconvnet_fpn_backbone(backbone_name, backbone_weights, trainable_stages, out_channels=fpn_channels,
-                                       drop_path_rate=drop_path_rate)
-    return MaskRCNN(backbone, num_classes=num_classes, **kwargs)
+def fasterrcnn_uniconvnet_fpn(num_classes: int = 91, *args: Any, **kwargs: Any) -> nn.Module:
+    """Faster R-CNN with a UniConvNet FPN backbone: :func:`uniconvnet_fpn_detector` with ``'fasterrcnn'``."""
+    return uniconvnet_fpn_detector('fasterrcnn', num_classes, *args, **kwargs)
 
 
-def retinanet_uniconvnet_fpn(
-        num_classes: int = 91,
-        backbone_name: str = 'uniconvnet_a',
-        backbone_weights: Optional[str] = None,
-        trainable_stages: int = 4,
-        drop_path_rate: float = 0.0,
-        fpn_channels: int = 256,
-        **kwargs: Any,
-):
-    """RetinaNet with a UniConvNet FPN backbone: stages 2-4 plus P6/P7, as torchvision's ResNet-50 builder."""
-    from torchvision.models.detection import RetinaNet
-    from torchvision.ops.feature_pyramid_network import LastLevelP6P7
-    backbone = uniconvnet_fpn_backbone(backbone_name, backbone_weights, trainable_stages, returned_stages=(1, 2, 3),
-                                       out_channels=fpn_channels, extra_blocks=LastLevelP6P7(fpn_channels, fpn_channels),
-                                       drop_path_rate=drop_path_rate)
-    return RetinaNet(backbone, num_classes=num_classes, **kwargs)
+def maskrcnn_uniconvnet_fpn(num_classes: int = 91, *args: Any, **kwargs: Any) -> nn.Module:
+    """Mask R-CNN with a UniConvNet FPN backbone: :func:`uniconvnet_fpn_detector` with ``'maskrcnn'``."""
+    return uniconvnet_fpn_detector('maskrcnn', num_classes, *args, **kwargs)
+
+
+def retinanet_uniconvnet_fpn(num_classes: int = 91, *args: Any, **kwargs: Any) -> nn.Module:
+    """RetinaNet with a UniConvNet FPN backbone: :func:`uniconvnet_fpn_detector` with ``'retinanet'``."""
+    return uniconvnet_fpn_detector('retinanet', num_classes, *args, **kwargs)
