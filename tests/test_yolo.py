@@ -4,6 +4,7 @@ import csv
 import json
 import math
 import os
+import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -145,8 +146,13 @@ def test_from_scratch_backbone_has_batchnorm_trunk(tmp_path):
     # with weights the model is the paper's, unless asked otherwise
     pretrained = _norms(uyolo.UniConvNetBackbone('uniconvnet_a', weights=str(tmp_path / 'a.safetensors')))
     assert 'BatchNorm2d' not in pretrained.values()
-    with pytest.raises(ValueError, match="trunk_norm 'group' is not one of auto, batch, model"):
+    with pytest.raises(ValueError, match="trunk_norm 'group' is not one of auto, batch, layer, model"):
         uyolo.UniConvNetBackbone('uniconvnet_a', trunk_norm='group')
+    # the trunk is the model's own option (UniConvNet's trunk_norm), which other timm models do not have
+    assert uyolo.UniConvNetBackbone('uniconvnet_a').trunk_norm == 'batch'
+    assert uyolo.UniConvNetBackbone('uniconvnet_a', trunk_norm='layer').trunk_norm == 'layer'
+    with pytest.raises(ValueError, match="trunk_norm 'batch' is an option of UniConvNet variants; resnet18 keeps"):
+        uyolo.UniConvNetBackbone('resnet18', out_indices=(2, 3, 4), trunk_norm='batch')
 
 
 def test_training_recipe_steps_every_batch_for_a_from_scratch_backbone(tmp_path):
@@ -161,6 +167,20 @@ def test_training_recipe_steps_every_batch_for_a_from_scratch_backbone(tmp_path)
     pretrained = uyolo.UniConvNetBackbone('uniconvnet_a', weights=str(tmp_path / 'a.safetensors'))
     assert uyolo.training_recipe(torch.nn.Sequential(pretrained)) == {}
     assert uyolo.training_recipe(torch.nn.Sequential(uyolo.UniConvNetBackbone('uniconvnet_a'))) == {'nbs': 16}
+
+
+def test_training_recipe_reads_backbones_pickled_before_trunk_norm():
+    # uniconvnet before trunk_norm swapped the trunk's LayerNorms for BatchNorms after building a LayerNorm model and
+    # kept a from_scratch flag; such a backbone (as a best.pt unpickles it) still gets the from-scratch recipe
+    old = uyolo.UniConvNetBackbone('uniconvnet_a', trunk_norm='layer')
+    for name in TRUNK:
+        parent, _, child = name.rpartition('.')
+        module = old.body.get_submodule(parent) if parent else old.body
+        setattr(module, child, torch.nn.BatchNorm2d(getattr(module, child).normalized_shape[0]))
+    old.__dict__['from_scratch'] = True
+    restored = pickle.loads(pickle.dumps(old))
+    assert restored.trunk_norm == 'batch'
+    assert uyolo.training_recipe(torch.nn.Sequential(restored), batch=8) == {'nbs': 8}
 
 
 def _small_object_canvases(n: int = 8, size: int = 64, seed: int = 0):

@@ -68,9 +68,10 @@ def trunk_norm_layer(trunk_norm: str, channels: int, device=None, dtype=None) ->
 
 def trunk_norm_of(model: nn.Module) -> Optional[str]:
     """``'layer'`` or ``'batch'``: the norm of a UniConvNet's trunk, read from its stem's modules (so it works for
-    ``features_only`` models and models pickled before the option existed); None for a model without one."""
+    ``features_only`` models, models holding one, e.g. a detector, and models pickled before the option existed);
+    None for a model without one."""
     for name, module in model.named_modules():
-        if name.split('.')[0].startswith('stem'):
+        if any(part.startswith('stem') for part in name.split('.')):
             if isinstance(module, nn.BatchNorm2d):
                 return 'batch'
             if isinstance(module, nn.LayerNorm):
