@@ -12,13 +12,15 @@ from torch.utils.data import Dataset
 from ..checkpoints import load_weights
 from ..data import DIGITS_CLASSES, Augmentation, DigitsDataset, ImageFolderDataset, Preprocessing, build_transform
 from ..models import check_model_name, create_model, is_uniconvnet
+from ..models.uniconvnet import BRANCHES
 from .artifacts import write_model_config
-from .config import TrainConfig
+from .config import DCN_BACKENDS, TrainConfig
 from .distributed import DistributedContext
 from .run import RunParts, check_settings, run_training
 from .trainer import Task, Trainer
 
-__all__ = ['ClassificationTask', 'build_classification_model', 'build_datasets', 'load_finetune_weights', 'train']
+__all__ = ['ClassificationTask', 'build_classification_model', 'build_datasets', 'load_finetune_weights', 'train',
+           'uniconvnet_options']
 
 
 class ClassificationTask(Task):
@@ -88,11 +90,30 @@ def load_finetune_weights(model: nn.Module, path: str, log: Callable[[str], None
     return model
 
 
+def uniconvnet_options(cfg: TrainConfig) -> Dict[str, Any]:
+    """The run's options of a UniConvNet model (``recompute``, ``dcn_backend``) as model keyword arguments, checked:
+    one ValueError naming the flag and the values it takes."""
+    if not is_uniconvnet(cfg.model):
+        given = [flag for flag, value in (('--recompute', cfg.recompute), ('--dcn-backend', cfg.dcn_backend)) if value]
+        if given:
+            raise ValueError(f'{" and ".join(given)}: options of UniConvNet models, not of {cfg.model}')
+        return {}
+    recompute = tuple(name.strip() for name in cfg.recompute.split(',') if name.strip())
+    unknown = [name for name in recompute if name not in BRANCHES]
+    if unknown:
+        raise ValueError(f'--recompute {cfg.recompute!r}: unknown branch {unknown[0]!r}; give a comma-separated list '
+                         f'from {", ".join(BRANCHES)} (e.g. --recompute rfa,dcn)')
+    if cfg.dcn_backend is not None and cfg.dcn_backend not in DCN_BACKENDS:
+        raise ValueError(f'--dcn-backend {cfg.dcn_backend!r} is not a DCNv3 backend; choose one of '
+                         f'{", ".join(DCN_BACKENDS)}')
+    return dict(head_init_scale=cfg.head_init_scale, recompute=recompute, dcn_backend=cfg.dcn_backend)
+
+
 def build_classification_model(cfg: TrainConfig, num_classes: int, log: Callable[[str], None] = print) -> nn.Module:
-    """The model to train: ``cfg.model`` with the run's head, drop path and head init; fine-tune weights."""
-    kwargs: Dict[str, Any] = dict(num_classes=num_classes, drop_path_rate=cfg.drop_path or 0.0)
-    if is_uniconvnet(cfg.model):
-        kwargs['head_init_scale'] = cfg.head_init_scale
+    """The model to train: ``cfg.model`` with the run's head, drop path and head init (and a UniConvNet's
+    recomputation and DCN backend); fine-tune weights."""
+    kwargs: Dict[str, Any] = dict(num_classes=num_classes, drop_path_rate=cfg.drop_path or 0.0,
+                                  **uniconvnet_options(cfg))
     model = create_model(cfg.model, **kwargs)
     if cfg.finetune:
         load_finetune_weights(model, cfg.finetune, log)
@@ -102,6 +123,7 @@ def build_classification_model(cfg: TrainConfig, num_classes: int, log: Callable
 def _check_config(cfg: TrainConfig) -> None:
     check_model_name(cfg.model)
     check_settings(cfg)
+    uniconvnet_options(cfg)
     if cfg.image_size is not None and cfg.image_size < 1:
         raise ValueError(f'--image-size must be at least 1, got {cfg.image_size}')
     if (cfg.mixup > 0 or cfg.cutmix > 0) and cfg.batch_size % 2:
@@ -147,7 +169,9 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
                 f'{cfg.weight_decay:g}, layer decay {cfg.layer_decay}, drop path {cfg.drop_path or 0:g}, mixup '
                 f'{cfg.mixup:g}, cutmix {cfg.cutmix:g}, smoothing {cfg.smoothing:g}, EMA {cfg.ema_decay:g}, '
                 f'auto-augment {cfg.auto_augment or "off"}, random erasing {cfg.reprob:g}',
-                f'{trainer.lr_note}; {trainer.updates_per_epoch} updates per epoch on {ctx.device} x {ctx.world_size}']
+                f'{trainer.lr_note}; {trainer.updates_per_epoch} updates per epoch on {ctx.device} x {ctx.world_size}'
+            ] + ([f'recomputed in the backward pass: {cfg.recompute or "nothing"}; DCNv3 backend '
+                  f'{cfg.dcn_backend or "the default"}'] if cfg.recompute or cfg.dcn_backend else [])
 
         # no gradients to keep: twice the batch fits, and halves the per-step overhead of validation
         return RunParts(model, task, train_set, val_set, val_batch_size=2 * cfg.batch_size, describe=describe)

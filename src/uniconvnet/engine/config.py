@@ -2,7 +2,12 @@
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any, Dict, Optional
 
-__all__ = ['TrainConfig']
+from .. import ops
+
+__all__ = ['DCN_BACKENDS', 'TrainConfig']
+
+#: what ``--dcn-backend`` takes: 'auto' and the backends of :mod:`uniconvnet.ops`
+DCN_BACKENDS = ('auto', *ops.BACKENDS)
 
 
 def _opt(default: Any, help: str, choices: Optional[tuple] = None) -> Any:
@@ -65,6 +70,10 @@ class TrainConfig:
     device: str = _opt('auto', "'auto' (cuda if available), 'cpu', 'cuda', 'cuda:1', ...")
     threads: Optional[int] = _opt(None, "CPU threads of this process (default: torch's, one per core)")
     amp: str = _opt('none', 'mixed precision', ('none', 'bf16', 'fp16'))
+    recompute: str = _opt('', "branches of every UniConvNet block that keep only their input and run again in the "
+                              "backward pass, comma-separated from rfa, dcn, mlp (less memory, more time; '' none)")
+    dcn_backend: Optional[str] = _opt(None, f"DCNv3 sampling backend of a UniConvNet: {', '.join(DCN_BACKENDS)} "
+                                            f"(default: UNICONVNET_DCN_BACKEND, else auto)")
     channels_last: bool = _opt(False, 'train in channels_last memory format')
     compile: bool = _opt(False, 'torch.compile the training model')
     deterministic: bool = _opt(False, 'deterministic algorithms and data order: a resumed run repeats an '
