@@ -298,7 +298,7 @@ print(json.dumps({{'boxes': result.boxes.xyxy.tolist(), 'conf': result.boxes.con
 def test_cli_val_reports_coco_small_object_ap(trained, capsys):
     best, data = trained
     capsys.readouterr()
-    assert main(['yolo', 'val', '--weights', str(best), '--data', str(data), '--imgsz', '64', '--workers', '0']) == 0
+    assert main(['yolo', 'eval', '--weights', str(best), '--data', str(data), '--imgsz', '64', '--workers', '0']) == 0
     out = capsys.readouterr().out
     lines = out.splitlines()
     metrics = json.loads('\n'.join(lines[len(lines) - 1 - lines[::-1].index('{'):]))  # the printed JSON, last

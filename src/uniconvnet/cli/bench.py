@@ -5,6 +5,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..engine.run import check_threads
+
 DEFAULT_MODELS = ['uniconvnet_t', 'convnext_tiny']
 DEFAULT_REFERENCE = 'convnext_tiny'
 
@@ -28,7 +30,7 @@ def add_parser(sub) -> None:
     p.add_argument('--warmup', type=int, default=3, help='untimed runs first (default 3)')
     p.add_argument('--train-runs', type=int, default=5, help='timed training steps per model (default 5)')
     p.add_argument('--threads', type=int, default=None,
-                   help='torch, onnxruntime and OpenVINO threads (default: torch\'s)')
+                   help='torch, onnxruntime and OpenVINO threads, at least 1 (default: torch\'s)')
     p.add_argument('--device', default='cpu', help='cpu (default) or cuda; the runtimes run on the CPU only')
     p.add_argument('--no-onnxruntime', action='store_true', help='skip onnxruntime even when installed')
     p.add_argument('--no-openvino', action='store_true', help='skip OpenVINO even when installed')
@@ -57,6 +59,7 @@ def _log(message: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_threads(args.threads)
     return _run_frontier(args) if args.frontier else _run_side_by_side(args)
 
 

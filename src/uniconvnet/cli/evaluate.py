@@ -12,7 +12,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument('--batch-size', type=int, default=64)
     p.add_argument('--workers', type=int, default=0, help='data loading worker processes')
     p.add_argument('--device', default='auto')
-    p.add_argument('--threads', type=int, help="CPU threads (default: torch's, one per core; 1 on a shared CPU)")
+    p.add_argument('--threads', type=int, help="CPU threads, at least 1 (default: torch's, one per core; 1 on a shared CPU)")
     p.add_argument('--image-size', type=int, help='override the preprocessing input size')
     p.add_argument('--crop-pct', type=float, help='override the centre-crop fraction')
     p.add_argument('--interpolation', help='override the resize interpolation')

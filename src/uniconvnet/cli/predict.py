@@ -11,7 +11,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument('--model', help='model name (default: from the checkpoint\'s metadata or its weights)')
     p.add_argument('--topk', type=int, default=5)
     p.add_argument('--device', default='auto')
-    p.add_argument('--threads', type=int, help="CPU threads (default: torch's, one per core; 1 on a shared CPU)")
+    p.add_argument('--threads', type=int, help="CPU threads, at least 1 (default: torch's, one per core; 1 on a shared CPU)")
     p.add_argument('--json', action='store_true', help='print JSON')
     p.set_defaults(func=_cmd_predict)
 

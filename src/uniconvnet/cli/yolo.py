@@ -1,4 +1,4 @@
-"""``uniconvnet yolo train|val|predict``: ultralytics YOLO with the RFA blocks (optional extra ``ultralytics``;
+"""``uniconvnet yolo train|eval|predict``: ultralytics YOLO with the RFA blocks (optional extra ``ultralytics``;
 sliced prediction also needs ``sahi``)."""
 import argparse
 import json
@@ -26,13 +26,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
     best = integration.train(args.cfg, epochs=args.epochs, seed=args.seed, project=args.project, name=args.name,
                              workers=args.workers, **_common(args))
     print(f'best weights: {best}')
-    print(json.dumps(integration.val(best, **_common(args)), indent=2))
+    print(json.dumps(integration.evaluate(best, **_common(args)), indent=2))
     return 0
 
 
-def _cmd_val(args: argparse.Namespace) -> int:
+def _cmd_eval(args: argparse.Namespace) -> int:
     integration = _integration()
-    print(json.dumps(integration.val(args.weights or args.cfg, workers=args.workers, **_common(args)), indent=2))
+    print(json.dumps(integration.evaluate(args.weights or args.cfg, workers=args.workers, **_common(args)), indent=2))
     return 0
 
 
@@ -49,8 +49,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def add_parser(sub: Any) -> None:
-    """Add ``yolo train``, ``yolo val`` and ``yolo predict`` to the ``uniconvnet`` command's subparsers."""
-    parser = sub.add_parser('yolo', help='train, validate or predict with ultralytics YOLO models with RFA blocks')
+    """Add ``yolo train``, ``yolo eval`` (alias ``yolo val``, ultralytics' verb) and ``yolo predict`` to the
+    ``uniconvnet`` command's subparsers."""
+    parser = sub.add_parser('yolo', help='train, evaluate or predict with ultralytics YOLO models with RFA blocks')
     yolo_sub = parser.add_subparsers(dest='yolo_command', metavar='ACTION')
     yolo_sub.required = True
 
@@ -61,8 +62,8 @@ def add_parser(sub: Any) -> None:
         p.add_argument('--device', default='cpu', help='cpu, 0, 0,1 ... as ultralytics takes it (default cpu)')
         p.add_argument('--workers', type=int, default=2, help='dataloader workers (default 2)')
 
-    p = yolo_sub.add_parser('train', help='train from a model YAML, then validate the best weights',
-                            description='Train from a model YAML, then validate the best weights. A from-scratch '
+    p = yolo_sub.add_parser('train', help='train from a model YAML, then evaluate the best weights',
+                            description='Train from a model YAML, then evaluate the best weights. A from-scratch '
                             'UniConvNetBackbone trains with an optimizer step every batch (ultralytics: every 64 '
                             'images); docs/yolo.md says why.')
     p.add_argument('--cfg', required=True, help='model YAML: a shipped name (yolo11n-rfa-neck.yaml, '
@@ -74,12 +75,13 @@ def add_parser(sub: Any) -> None:
     p.add_argument('--name', help='run name (default: the YAML name)')
     p.set_defaults(func=_cmd_train)
 
-    p = yolo_sub.add_parser('val', help='validate: mAP50-95, mAP50 and COCO AP by object size')
+    p = yolo_sub.add_parser('eval', aliases=['val'], help='evaluate on the validation split: mAP50-95, mAP50 and COCO '
+                            'AP by object size (also as `yolo val`, ultralytics\' verb)')
     group = p.add_mutually_exclusive_group(required=True)
     group.add_argument('--cfg', help='model YAML (random weights: a smoke test of the model)')
     group.add_argument('--weights', help='trained .pt (e.g. runs/yolo/NAME/weights/best.pt)')
     common(p)
-    p.set_defaults(func=_cmd_val)
+    p.set_defaults(func=_cmd_eval)
 
     p = yolo_sub.add_parser('predict', help='detect objects in images: annotated copies and a COCO results file; '
                             '--slice for large images with small objects (SAHI)')

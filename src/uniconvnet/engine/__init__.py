@@ -1,9 +1,9 @@
 """Training engine: one trainer for every task, classification on top, recipes, evaluation and prediction."""
 from .artifacts import TrainedModelInfo, load_trained_model, plot_curves, read_model_config, write_model_config
-from .classification import ClassificationTask, build_classification_model, build_datasets, train
+from .classification import (ClassificationTask, build_classification_model, build_datasets, evaluate_checkpoint,
+                             predict, train)
 from .config import TrainConfig
 from .distributed import DistributedContext, init_distributed
-from .inference import evaluate_checkpoint, predict
 from .recipes import RECIPES, list_recipes, make_train_config, recipe_values
 from .run import RunParts, run_training
 from .trainer import Task, Trainer, TrainingDiverged, TrainingInterrupted, effective_batch_and_lr, evaluate_task

@@ -1,26 +1,31 @@
-"""Image classification on the trainer: the task, the data, fine-tuning, and :func:`train` (``uniconvnet train``)."""
+"""Image classification: the task, the data, fine-tuning, :func:`train` (``uniconvnet train``), and, for a trained
+checkpoint, :func:`evaluate_checkpoint` (``uniconvnet eval``) and :func:`predict` (``uniconvnet predict``)."""
+import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.data import Mixup
 from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+from PIL import Image
 from torch.utils.data import Dataset
 
 from ..checkpoints import load_weights
-from ..data import DIGITS_CLASSES, Augmentation, DigitsDataset, ImageFolderDataset, Preprocessing, build_transform
+from ..data import (DIGITS_CLASSES, Augmentation, DigitsDataset, ImageFolderDataset, Preprocessing, build_loader,
+                    build_transform)
+from ..data.folder import CorruptImageError, find_split_folder, scan_class_folders
 from ..models import check_model_name, create_model, is_uniconvnet
 from ..models.uniconvnet import BRANCHES
-from .artifacts import write_model_config
+from .artifacts import load_trained_model, readable_class_names, write_model_config
 from .config import DCN_BACKENDS, TrainConfig
-from .distributed import DistributedContext
-from .run import RunParts, check_settings, run_training
-from .trainer import Task, Trainer
+from .distributed import DistributedContext, resolve_device
+from .run import RunParts, check_settings, cpu_threads, run_training
+from .trainer import Task, Trainer, evaluate_task
 
-__all__ = ['ClassificationTask', 'build_classification_model', 'build_datasets', 'load_finetune_weights', 'train',
-           'uniconvnet_options']
+__all__ = ['ClassificationTask', 'build_classification_model', 'build_datasets', 'evaluate_checkpoint',
+           'load_finetune_weights', 'predict', 'train', 'uniconvnet_options']
 
 
 class ClassificationTask(Task):
@@ -178,3 +183,82 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
 
     output = Path(cfg.output or Path('runs') / f'{cfg.model.split(".", 1)[0]}-{data_name}')
     return run_training(cfg, output, setup)
+
+
+def _val_dataset(data: Optional[str], class_names: List[str], num_classes: int):
+    """The validation split, with class indices that agree with the checkpoint's head."""
+    if data is None:
+        dataset = DigitsDataset('val')
+        folder_classes, where = dataset.classes, 'the built-in digits'
+    else:
+        folder_classes, where = scan_class_folders(find_split_folder(data, 'val')), f'{data}/val'
+    if set(folder_classes) <= set(class_names):
+        classes = class_names  # same names as in training: map by name
+    elif len(folder_classes) == num_classes:
+        classes = folder_classes  # e.g. ImageNet synset folders for an official checkpoint: sorted order
+    else:
+        raise ValueError(f'the checkpoint has a {num_classes}-class head but {where} has {len(folder_classes)} '
+                         f'classes ({", ".join(folder_classes[:5])}...); evaluate it on data with its classes')
+    if data is None:
+        if classes != dataset.classes:
+            raise ValueError(f'the checkpoint\'s classes {classes[:10]} are not the digits 0-9')
+        return dataset
+    return ImageFolderDataset(data, 'val', classes=classes)
+
+
+@torch.no_grad()
+def evaluate_checkpoint(checkpoint: Union[str, Path], model: Optional[str] = None, data: Optional[str] = None,
+                        batch_size: int = 64, workers: int = 0, device: str = 'auto',
+                        image_size: Optional[int] = None, crop_pct: Optional[float] = None,
+                        interpolation: Optional[str] = None, threads: Optional[int] = None) -> Dict[str, float]:
+    """Top-1, top-5 (%), mean loss and images/s of a checkpoint on a validation split.
+
+    Preprocessing comes from the checkpoint's ``config.json`` (ours) or the model's pretrained cfg, unless
+    ``image_size``, ``crop_pct`` or ``interpolation`` say otherwise. Without ``data``: the built-in digits.
+    ``threads`` sets torch's CPU threads for the evaluation (default: as they are; restored after it).
+    """
+    with cpu_threads(threads):
+        net, info = load_trained_model(checkpoint, model)
+        pre = info.preprocessing.replace(image_size=image_size, crop_pct=crop_pct, interpolation=interpolation)
+        dataset = _val_dataset(data, info.class_names, info.num_classes)
+        dataset.transform = build_transform(pre, is_training=False)
+        loader = build_loader(dataset, batch_size, is_training=False, num_workers=workers)
+        ctx = DistributedContext(device=resolve_device(device))
+        net.to(ctx.device)
+        task = ClassificationTask(info.architecture, info.class_names, pre)
+        start = time.perf_counter()
+        metrics = evaluate_task(task, net, loader, ctx)
+        seconds = time.perf_counter() - start
+        return {'top1': metrics['val_top1'], 'top5': metrics['val_top5'], 'loss': metrics['val_loss'],
+                'images': len(dataset), 'images_per_s': len(dataset) / seconds}
+
+
+@torch.no_grad()
+def predict(images: Sequence[Union[str, Path]], checkpoint: Union[str, Path], model: Optional[str] = None,
+            topk: int = 5, device: str = 'auto', threads: Optional[int] = None) -> List[List[Tuple[str, float]]]:
+    """For each image file, the ``topk`` (class name, probability) pairs, most likely first."""
+    with cpu_threads(threads):
+        if topk < 1:
+            raise ValueError(f'--topk must be at least 1, got {topk}')
+        for path in images:
+            if Path(path).is_dir():
+                raise ValueError(f'{path} is a folder: predict takes image files (e.g. {Path(path) / "*.jpg"}); '
+                                 f'`uniconvnet eval --data` scores a folder of labelled images')
+            if not Path(path).is_file():
+                raise FileNotFoundError(f'image not found: {path}')
+        net, info = load_trained_model(checkpoint, model)
+        dev = resolve_device(device)
+        net.to(dev)
+        transform = build_transform(info.preprocessing, is_training=False)
+        names = readable_class_names(info.class_names)
+        results = []
+        for path in images:
+            try:
+                with Image.open(path) as img:
+                    x = transform(img.convert('RGB')).unsqueeze(0).to(dev)
+            except (OSError, ValueError) as e:
+                raise CorruptImageError(f'cannot read image {path} ({type(e).__name__}: {e})') from e
+            probs = net(x).float().softmax(dim=1)[0]
+            values, indices = probs.topk(min(topk, probs.numel()))
+            results.append([(names[i], float(v)) for v, i in zip(values.tolist(), indices.tolist())])
+        return results

@@ -68,7 +68,7 @@ class TrainConfig:
     workers: int = _opt(8, 'data loading worker processes per training process')
     # hardware and numerics
     device: str = _opt('auto', "'auto' (cuda if available), 'cpu', 'cuda', 'cuda:1', ...")
-    threads: Optional[int] = _opt(None, "CPU threads of this process (default: torch's, one per core)")
+    threads: Optional[int] = _opt(None, "CPU threads of this process, at least 1 (default: torch's, one per core)")
     amp: str = _opt('none', 'mixed precision', ('none', 'bf16', 'fp16'))
     recompute: str = _opt('', "branches of every UniConvNet block that keep only their input and run again in the "
                               "backward pass, comma-separated from rfa, dcn, mlp (less memory, more time; '' none)")

@@ -5,9 +5,10 @@ the same order for all of them: process group, determinism, threads, the output 
 seeds, data loaders, the :class:`Trainer`, resuming, and :meth:`Trainer.fit`.
 """
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional
 
 import torch
 import torch.nn as nn
@@ -19,7 +20,7 @@ from .config import TrainConfig
 from .distributed import DistributedContext, init_distributed
 from .trainer import Task, Trainer, prepare_output, seed_everything
 
-__all__ = ['RunParts', 'check_settings', 'run_training', 'set_deterministic']
+__all__ = ['RunParts', 'check_settings', 'check_threads', 'cpu_threads', 'run_training', 'set_deterministic']
 
 
 @dataclass
@@ -34,6 +35,27 @@ class RunParts:
     val_batch_size: Optional[int] = None
     #: lines logged before training starts, given the trainer (its lr note, updates per epoch, ...)
     describe: Callable[[Trainer], List[str]] = field(default=lambda trainer: [])
+
+
+def check_threads(threads: Optional[int]) -> None:
+    """``--threads``: at least 1, or None for torch's default (0 is an error, not a silent default)."""
+    if threads is not None and threads < 1:
+        raise ValueError(f'--threads must be at least 1, got {threads} (leave it out for torch\'s default, one thread '
+                         f'per core)')
+
+
+@contextmanager
+def cpu_threads(threads: Optional[int]) -> Iterator[None]:
+    """torch's CPU threads set to ``threads`` inside the block (None: left as they are), restored after it."""
+    check_threads(threads)
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        if threads is not None:
+            torch.set_num_threads(previous)
 
 
 def check_settings(cfg: TrainConfig) -> None:
@@ -52,6 +74,7 @@ def check_settings(cfg: TrainConfig) -> None:
             raise ValueError(f'--{name.replace("_", "-")} must be positive, got {value:g}')
     if cfg.amp not in ('none', 'bf16', 'fp16'):
         raise ValueError(f"--amp must be 'none', 'bf16' or 'fp16', got {cfg.amp!r}")
+    check_threads(cfg.threads)
 
 
 def set_deterministic(deterministic: bool, device: torch.device) -> None:
@@ -75,27 +98,31 @@ def run_training(cfg: TrainConfig, output: Path,
         os.environ.setdefault('CUBLAS_WORKSPACE_CONFIG', ':4096:8')
     ctx = init_distributed(cfg.device)
     try:
-        set_deterministic(cfg.deterministic, ctx.device)
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
-        resume_path, log = prepare_output(cfg, output, ctx)
-        seed_everything(cfg.seed)  # the same initial weights in every process
-        parts = setup(ctx, log)
-        loader_args = dict(world_size=ctx.world_size, rank=ctx.rank, seed=cfg.seed, num_workers=cfg.workers,
-                           pin_memory=ctx.device.type == 'cuda', persistent_workers=not cfg.deterministic,
-                           collate_fn=parts.collate_fn)
-        train_loader = build_loader(parts.train_set, cfg.batch_size, is_training=True, **loader_args)
-        val_loader = build_loader(parts.val_set, parts.val_batch_size or cfg.batch_size, is_training=False,
-                                  **loader_args)
-        trainer = Trainer(cfg, parts.model, parts.task, train_loader, val_loader, ctx, output, log)
-        seed_everything(cfg.seed + ctx.rank)  # augmentation, drop path and mixup differ between processes
-        if resume_path is not None:
-            trainer.load_state_dict(load_checkpoint_file(resume_path), str(resume_path))
-            trainer.last_checkpoint = resume_path
-            log(f'resumed from {resume_path}: {trainer.start_epoch} of {cfg.epochs} epochs done')
-        for line in parts.describe(trainer):
-            log(line)
-        log(f'output: {output}')
-        return trainer.fit()
+        with cpu_threads(cfg.threads):
+            return _train(cfg, output, setup, ctx)
     finally:
         ctx.close()
+
+
+def _train(cfg: TrainConfig, output: Path, setup: Callable[[DistributedContext, Callable[[str], None]], RunParts],
+           ctx: DistributedContext) -> Dict[str, Any]:
+    set_deterministic(cfg.deterministic, ctx.device)
+    resume_path, log = prepare_output(cfg, output, ctx)
+    seed_everything(cfg.seed)  # the same initial weights in every process
+    parts = setup(ctx, log)
+    loader_args = dict(world_size=ctx.world_size, rank=ctx.rank, seed=cfg.seed, num_workers=cfg.workers,
+                       pin_memory=ctx.device.type == 'cuda', persistent_workers=not cfg.deterministic,
+                       collate_fn=parts.collate_fn)
+    train_loader = build_loader(parts.train_set, cfg.batch_size, is_training=True, **loader_args)
+    val_loader = build_loader(parts.val_set, parts.val_batch_size or cfg.batch_size, is_training=False,
+                              **loader_args)
+    trainer = Trainer(cfg, parts.model, parts.task, train_loader, val_loader, ctx, output, log)
+    seed_everything(cfg.seed + ctx.rank)  # augmentation, drop path and mixup differ between processes
+    if resume_path is not None:
+        trainer.load_state_dict(load_checkpoint_file(resume_path), str(resume_path))
+        trainer.last_checkpoint = resume_path
+        log(f'resumed from {resume_path}: {trainer.start_epoch} of {cfg.epochs} epochs done')
+    for line in parts.describe(trainer):
+        log(line)
+    log(f'output: {output}')
+    return trainer.fit()

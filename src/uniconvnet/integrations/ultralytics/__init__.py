@@ -25,8 +25,10 @@ channels first, scaled by the model's width multiple like ultralytics' own block
                         from scratch its stem and downsampling LayerNorms are BatchNorms (docs/yolo.md: why).
 
 Modules: ``blocks`` (the layers), ``parser`` (``register()``: the one place that extends ultralytics' YAML
-parser, and why), ``configs`` (shipped YAMLs), ``trainer`` (``DetectionTrainer``), ``training`` (``train``,
-``val``), ``predict`` (plain and sliced prediction), ``safe_loading`` (the ``weights_only`` allow-list).
+parser, and why), ``configs`` (shipped YAMLs), ``trainer`` (``DetectionTrainer``, ultralytics' trainer class with
+our blocks registered), ``task`` (``train``, ``evaluate`` (alias ``val``), ``training_recipe``: what
+``uniconvnet yolo train|eval`` calls; ``training`` is its old name), ``predict`` (plain and sliced prediction),
+``safe_loading`` (the ``weights_only`` allow-list).
 
 Importing this package puts the YAML names where ultralytics' parser looks them up (so that a YAML built before
 ``register()`` gets our message, not a ``KeyError``) and our classes on torch's ``weights_only`` allow-list.
@@ -44,13 +46,13 @@ from .configs import MODEL_YAML_DIR, list_model_yamls, model_yaml
 from .parser import expose_names, register
 from .predict import predict
 from .safe_loading import allow_safe_loading, safe_globals
+from .task import (BUILTIN_IMGSZ, DEFAULT_DATA_ROOT, builtin_data, evaluate, load_model, to_coco_results, train,
+                   training_recipe, val)
 from .trainer import DetectionTrainer
-from .training import (BUILTIN_IMGSZ, DEFAULT_DATA_ROOT, builtin_data, load_model, to_coco_results, train,
-                       training_recipe, val)
 
 __all__ = ['RFABlock', 'C3kRFA', 'C3k2RFA', 'UniConvNetBackbone', 'YAML_MODULES', 'register', 'is_registered',
-           'model_yaml', 'list_model_yamls', 'MODEL_YAML_DIR', 'builtin_data', 'train', 'val', 'to_coco_results',
-           'DetectionTrainer', 'load_model', 'training_recipe', 'predict', 'safe_globals', 'allow_safe_loading',
+           'model_yaml', 'list_model_yamls', 'MODEL_YAML_DIR', 'builtin_data', 'train', 'evaluate', 'val',
+           'to_coco_results', 'DetectionTrainer', 'load_model', 'training_recipe', 'predict', 'safe_globals', 'allow_safe_loading',
            'BUILTIN_IMGSZ', 'DEFAULT_DATA_ROOT']
 
 expose_names()

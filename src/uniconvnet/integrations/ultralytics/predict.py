@@ -14,7 +14,7 @@ from PIL import Image, UnidentifiedImageError
 from ultralytics import YOLO
 from ultralytics.utils.plotting import Annotator, colors
 
-from .training import load_model
+from .task import load_model
 
 __all__ = ['Detection', 'IMAGE_SUFFIXES', 'check_slicing', 'list_images', 'predict', 'predict_image', 'read_image']
 
