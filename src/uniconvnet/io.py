@@ -4,8 +4,11 @@ Reading (:func:`load_checkpoint_file`) never unpickles arbitrary objects: a file
 plain containers is refused. Writing goes through :func:`atomic_write`: a crash or Ctrl-C while writing leaves the
 previous file intact, never a half-written one.
 """
+import errno
+import io
 import os
 import pickle
+import shutil
 import tempfile
 import zipfile
 from pathlib import Path
@@ -16,8 +19,10 @@ import torch.nn as nn
 
 PathLike = Union[str, os.PathLike]
 
-__all__ = ['CheckpointError', 'PathLike', 'atomic_save', 'atomic_write', 'atomic_write_text', 'load_checkpoint_file',
-           'load_weights', 'num_classes_of', 'save_safetensors', 'unwrap_state_dict']
+__all__ = ['CheckpointError', 'OutOfSpaceError', 'PathLike', 'atomic_save', 'atomic_save_image', 'atomic_write',
+           'atomic_write_text',
+           'load_checkpoint_file', 'load_weights', 'num_classes_of', 'out_of_space_errno', 'save_safetensors',
+           'serialized_size', 'unwrap_state_dict']
 
 
 def _last_line(error: BaseException) -> str:
@@ -180,35 +185,123 @@ def _umask() -> int:
     return mask
 
 
-def atomic_write(path: PathLike, write: Callable[[str], Any]) -> Path:
+# errno values that mean "no room to write": no space on the device, over a quota, over the file size limit
+_OUT_OF_SPACE = {errno.ENOSPC: 'no space left on the device', errno.EDQUOT: 'the disk quota is exceeded',
+                 errno.EFBIG: 'the file size limit is reached (ulimit -f)'}
+
+
+class OutOfSpaceError(OSError):
+    """A file could not be written for lack of space; the message (one line) says where, how much was needed and
+    free, and that nothing was half-written. ``errno`` is the system's (ENOSPC, EDQUOT or EFBIG)."""
+
+    def __init__(self, message: str, code: int = errno.ENOSPC):
+        super().__init__(message)
+        self.errno = code
+
+
+def out_of_space_errno(error: BaseException) -> Optional[int]:
+    """ENOSPC, EDQUOT or EFBIG when ``error`` (or an error it was raised from) means the disk, a quota or the file
+    size limit is full; None otherwise. Writers that wrap the system's error keep it as the cause or context
+    (torch, writing to a Python file) or in their message (safetensors' ``os error 28``)."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in _OUT_OF_SPACE:
+            return error.errno
+        for code in _OUT_OF_SPACE:
+            if f'os error {code})' in str(error) or os.strerror(code) in str(error):
+                return code
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def _megabytes(size: int) -> str:
+    return f'{size / 2 ** 20:.1f} MB' if size >= 2 ** 20 else f'{size / 1024:.0f} kB'
+
+
+def atomic_write(path: PathLike, write: Callable[[str], Any], size: Optional[Callable[[], int]] = None) -> Path:
     """Call ``write(tmp)`` on a temporary file in ``path``'s folder, then rename it to ``path``.
 
     The folder must exist (FileNotFoundError naming it otherwise). The file gets the usual permissions of a new
-    file; if ``write`` fails, the temporary file is removed and ``path`` is untouched.
+    file; if ``write`` fails, the temporary file is removed and ``path`` is untouched. A write that fails for lack
+    of space (full disk, quota, file size limit) raises :class:`OutOfSpaceError`, whose message names the file, the
+    space it needs (``size()`` bytes, asked only then; else at least what was written) and the space free.
     """
     path = Path(path)
     if not path.parent.is_dir():
         raise FileNotFoundError(f'output folder does not exist: {path.parent} (create it first)')
-    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
-    os.close(fd)
+    existed, tmp = path.exists(), None
     try:
+        fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
+        os.close(fd)
         write(tmp)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes owner-only files; give the usual permissions of a new file
         os.replace(tmp, path)
+    except Exception as e:
+        code = out_of_space_errno(e)
+        if code is None:
+            raise
+        written = 0
+        if tmp is not None and os.path.exists(tmp):
+            written = os.path.getsize(tmp)
+            os.unlink(tmp)  # before measuring what is free
+        needed = f'about {_megabytes(size())}' if size is not None else f'more than {_megabytes(written)}'
+        kept = 'keeps its previous contents' if existed else 'was not created'
+        raise OutOfSpaceError(f'{_OUT_OF_SPACE[code]} while writing {path}: it needs {needed} and '
+                              f'{_megabytes(shutil.disk_usage(path.parent).free)} are free there; nothing was '
+                              f'half-written ({path.name} {kept})', code) from e
     finally:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
     return path
 
 
+class _CountingSink(io.RawIOBase):
+    """A writable stream that keeps nothing and counts the bytes written to it."""
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        self.count += len(data)
+        return len(data)
+
+
+def serialized_size(obj: Any) -> int:
+    """Bytes ``torch.save(obj)`` writes, measured without writing them anywhere."""
+    sink = _CountingSink()
+    torch.save(obj, sink)
+    return sink.count
+
+
 def atomic_save(obj: Any, path: PathLike) -> Path:
     """``torch.save`` that never leaves a half-written file at ``path``."""
-    return atomic_write(path, lambda tmp: torch.save(obj, tmp))
+    def save(tmp: str) -> None:
+        # through a Python file, so that a failed write keeps the system's error (errno) as the context of torch's
+        with open(tmp, 'wb') as f:
+            torch.save(obj, f)
+
+    return atomic_write(path, save, size=lambda: serialized_size(obj))
 
 
 def atomic_write_text(path: PathLike, text: str) -> Path:
     """Write a text file (JSON, JSON lines, Markdown) atomically."""
-    return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding='utf-8'))
+    data = text.encode('utf-8')
+    return atomic_write(path, lambda tmp: Path(tmp).write_bytes(data), size=lambda: len(data))
+
+
+def atomic_save_image(image: Any, path: PathLike) -> Path:
+    """Save a PIL image atomically, in the format its suffix names (``.png``, ``.jpg`` ...)."""
+    from PIL import Image
+    suffix = Path(path).suffix.lower()
+    image_format = Image.registered_extensions().get(suffix)
+    if image_format is None:
+        raise ValueError(f'{path}: {suffix or "no suffix"} is not an image format PIL writes (e.g. .png, .jpg)')
+    return atomic_write(path, lambda tmp: image.save(tmp, format=image_format))
 
 
 def save_safetensors(state_dict: Dict[str, torch.Tensor], path: PathLike,
@@ -216,4 +309,6 @@ def save_safetensors(state_dict: Dict[str, torch.Tensor], path: PathLike,
     """Save tensors as safetensors, atomically."""
     from safetensors.torch import save_file
     tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
-    return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+    # the tensors' bytes and a header of their names and shapes
+    return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata),
+                        size=lambda: sum(t.nbytes for t in tensors.values()) + 100 * len(tensors))

@@ -1,11 +1,13 @@
 """The ``uniconvnet`` command: thin argument parsing over library calls."""
 import argparse
 import json
+import os
 import shlex
 import sys
 from typing import List, Optional
 
 from ..engine.trainer import TrainingDiverged, TrainingInterrupted
+from ..io import OutOfSpaceError, out_of_space_errno
 from . import bench, detseg, erf, evaluate, export, predict, train, yolo
 
 
@@ -79,8 +81,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     except (ValueError, FileNotFoundError, ImportError) as e:  # bad input or a missing extra: one line
         print(f'uniconvnet {args.command}: error: {e}', file=sys.stderr)
         return 2
-    except TrainingDiverged as e:
+    except (TrainingDiverged, OutOfSpaceError) as e:
         print(f'uniconvnet {args.command}: {e}', file=sys.stderr)
+        return 1
+    except OSError as e:  # a full disk under a file the command writes directly (a log line, a library's own file)
+        code = out_of_space_errno(e)
+        if code is None:
+            raise
+        print(f'uniconvnet {args.command}: {os.strerror(code).lower()} while writing {e.filename or "a file"}; the '
+              f'files written atomically (checkpoints, weights, metrics, data) keep their previous contents',
+              file=sys.stderr)
         return 1
     except KeyboardInterrupt as e:  # Ctrl-C: one line (where it stopped, what to run next), the shell's code 130
         print(f'uniconvnet {args.command}: {_interrupted(e, argv)}', file=sys.stderr)

@@ -11,6 +11,8 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
+from ..io import atomic_save_image
+
 __all__ = ['DIGITS_CLASSES', 'DigitsDataset', 'export_digits_folder']
 
 DIGITS_CLASSES: List[str] = [str(i) for i in range(10)]
@@ -73,5 +75,5 @@ def export_digits_folder(root: Union[str, Path], splits: Tuple[str, ...] = ('tra
             counts[name] += 1
             folder = root / split / name
             folder.mkdir(parents=True, exist_ok=True)
-            ds.image(i).save(folder / f'{i:04d}.png')
+            atomic_save_image(ds.image(i), folder / f'{i:04d}.png')
     return root

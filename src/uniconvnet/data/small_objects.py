@@ -19,6 +19,8 @@ from typing import Dict, List, Tuple, Union
 
 import numpy as np
 
+from ..io import atomic_save_image, atomic_write_text
+
 __all__ = ['SmallObjectSplit', 'generate_small_objects', 'CLASS_NAMES']
 
 CLASS_NAMES = [str(d) for d in range(10)]
@@ -101,11 +103,11 @@ def _write_split(root: Path, digits: np.ndarray, labels: np.ndarray, num_images:
             taken.append((x, y, side, label))
             ann_id += 1
         name = f'{image_id:05d}.png'
-        Image.fromarray((canvas * 255).round().astype(np.uint8)).save(images_dir / name)
-        Image.fromarray(semantic).save(masks_dir / name)
+        atomic_save_image(Image.fromarray((canvas * 255).round().astype(np.uint8)), images_dir / name)
+        atomic_save_image(Image.fromarray(semantic), masks_dir / name)
         coco['images'].append({'id': image_id, 'file_name': name, 'width': image_size, 'height': image_size})
     ann_path = root / 'annotations.json'
-    ann_path.write_text(json.dumps(coco))
+    atomic_write_text(ann_path, json.dumps(coco))
     return SmallObjectSplit(images_dir, ann_path, masks_dir)
 
 
@@ -142,6 +144,6 @@ def generate_small_objects(
     _write_split(root / 'val', images[val_idx], digits.target[val_idx], num_val, image_size, size_range,
                  max_objects, rng)
     # class names for segmentation masks: id 0 is the background, 1 + digit the strokes
-    (root / 'classes.json').write_text(json.dumps(['background'] + CLASS_NAMES))
-    stamp.write_text(json.dumps(settings))
+    atomic_write_text(root / 'classes.json', json.dumps(['background'] + CLASS_NAMES))
+    atomic_write_text(stamp, json.dumps(settings))  # last: a folder without it is regenerated
     return splits

@@ -8,6 +8,8 @@ import json
 from pathlib import Path
 from typing import Any, Dict, List, Union
 
+from ..io import atomic_write_text
+
 __all__ = ['coco_to_yolo_labels', 'small_objects_yolo']
 
 
@@ -39,7 +41,7 @@ def coco_to_yolo_labels(annotations: Union[str, Path], labels_dir: Union[str, Pa
     out.mkdir(parents=True, exist_ok=True)
     for im in coco['images']:
         text = '\n'.join(lines[im['id']])
-        (out / Path(im['file_name']).with_suffix('.txt').name).write_text(text + '\n' if text else '')
+        atomic_write_text(out / Path(im['file_name']).with_suffix('.txt').name, text + '\n' if text else '')
     return [c['name'] for c in coco['categories']]
 
 
@@ -61,7 +63,7 @@ def small_objects_yolo(root: Union[str, Path], **generate_kwargs: Any) -> Path:
     for split in splits.values():
         names = coco_to_yolo_labels(split.annotations, split.images.parent / 'labels')
     # JSON is valid YAML: no YAML writer needed, and paths with odd characters stay quoted
-    data_yaml.write_text(json.dumps({
+    atomic_write_text(data_yaml, json.dumps({
         'path': str(root), 'train': 'train/images', 'val': 'val/images',
         'names': names,
     }, indent=2) + '\n')

@@ -24,7 +24,7 @@ from timm.utils import ModelEmaV3
 from torch.utils.data import DataLoader
 
 from ..data.folder import CorruptImageError
-from ..io import atomic_save, atomic_write_text, save_safetensors
+from ..io import OutOfSpaceError, atomic_save, atomic_write_text, save_safetensors
 from .config import TrainConfig
 from .distributed import DistributedContext
 from .progress import Progress, format_seconds
@@ -96,8 +96,12 @@ def make_logger(path: Path, enabled: bool) -> Callable[[str], None]:
         if not enabled:
             return
         print(message, flush=True)
-        with open(path, 'a', encoding='utf-8') as f:
-            f.write(f'{time.strftime("%Y-%m-%d %H:%M:%S")}  {message}\n')
+        try:
+            with open(path, 'a', encoding='utf-8') as f:
+                f.write(f'{time.strftime("%Y-%m-%d %H:%M:%S")}  {message}\n')
+        except OSError as e:  # a failed write() does not say which file: the command line's message should
+            e.filename = e.filename or str(path)
+            raise
     return log
 
 
@@ -420,9 +424,9 @@ class Trainer:
         state = self.state_dict(epoch)  # every rank joins the RNG gather; rank 0 writes
         if self.ctx.is_main:
             atomic_save(state, self.output / 'last.pt')
-            if is_best:
-                atomic_save(state, self.output / 'best.pt')
         self.last_checkpoint, self.saved_epochs = self.output / 'last.pt', epoch
+        if self.ctx.is_main and is_best:
+            atomic_save(state, self.output / 'best.pt')
 
     def export(self) -> None:
         """``model.safetensors`` (+ ``model_ema.safetensors``) and the task's ``config.json``."""
@@ -463,12 +467,24 @@ class Trainer:
         except KeyboardInterrupt:
             raise TrainingInterrupted(min(epoch + 1, self.cfg.epochs), self.cfg.epochs, self.last_checkpoint,
                                       max(self.saved_epochs, self.start_epoch), self.output) from None
+        except OutOfSpaceError as e:
+            raise OutOfSpaceError(f'training stopped in epoch {min(epoch + 1, self.cfg.epochs)} of {self.cfg.epochs}: '
+                                  f'{e}. {self._last_good_state()}', e.errno) from e
         self.ctx.barrier()
         if self.history:
             last = self.history[-1].get(self.task.main_metric, math.nan)
             self.log(f'done: {self.task.main_metric} {last:.4f} (best {self.best_metric:.4f}); weights '
                      f'{self.output / "model.safetensors"}')
         return {'history': self.history, 'best_metric': self.best_metric, 'output': str(self.output)}
+
+    def _last_good_state(self) -> str:
+        """Where training can continue from, for a message: the last checkpoint written (or resumed from)."""
+        done = max(self.saved_epochs, self.start_epoch)
+        if self.last_checkpoint is None:
+            return 'No checkpoint was written yet: free some space and run the command again'
+        resume = 'auto' if self.last_checkpoint == self.output / 'last.pt' else str(self.last_checkpoint)
+        return (f'{self.last_checkpoint} is intact and holds the last good state ({done} of {self.cfg.epochs} epochs '
+                f'done): free some space, then continue with --resume {resume}')
 
     def _fit_epoch(self, epoch: int) -> None:
         """Train one epoch, validate (the EMA too), record the metrics, save ``last.pt`` (and ``best.pt``)."""

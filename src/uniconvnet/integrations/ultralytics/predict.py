@@ -14,6 +14,7 @@ from PIL import Image, UnidentifiedImageError
 from ultralytics import YOLO
 from ultralytics.utils.plotting import Annotator, colors
 
+from ...io import atomic_save_image, atomic_write_text
 from .task import load_model
 
 __all__ = ['Detection', 'IMAGE_SUFFIXES', 'check_slicing', 'list_images', 'predict', 'predict_image', 'read_image']
@@ -172,7 +173,5 @@ def predict(source: Union[str, Path], weights: Union[str, Path], out: Union[str,
                             'bbox': [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
                             'score': round(d.score, 5)})
         if save_images:
-            _annotate(array, detections, yolo.names).save(out / f'{path.stem}.png')
-    results_file = out / 'predictions.json'
-    results_file.write_text(json.dumps(results))
-    return results_file
+            atomic_save_image(_annotate(array, detections, yolo.names), out / f'{path.stem}.png')
+    return atomic_write_text(out / 'predictions.json', json.dumps(results))

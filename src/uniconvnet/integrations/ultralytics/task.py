@@ -2,6 +2,8 @@
 size: what ``uniconvnet yolo train|eval`` calls (the integration's task module, as ``task.py`` of the torchvision and
 smp integrations)."""
 import json
+import pickle
+import zipfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 
@@ -11,6 +13,7 @@ from ultralytics.models.yolo.detect import DetectionValidator
 
 from ...data.yolo import small_objects_yolo
 from ...evaluation import coco_evaluate
+from ...io import CheckpointError
 from .blocks import UniConvNetBackbone
 from .configs import model_yaml
 from .parser import register
@@ -36,8 +39,28 @@ def load_model(model: Any) -> YOLO:
     if str(model).endswith('.pt'):
         if not Path(model).is_file():
             raise FileNotFoundError(f'model weights not found: {model}')
-        return YOLO(str(model))
+        try:
+            return YOLO(str(model))
+        except (TypeError, RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile) as e:
+            # ultralytics answers a corrupt file with several lines of download advice: say it in one
+            raise CheckpointError(f'cannot load YOLO weights {model}: the file is empty, truncated or not a YOLO '
+                                  f'checkpoint ({_root_cause(e, str(model))}); pass the best.pt or last.pt of a '
+                                  f'`uniconvnet yolo train` run') from e
     return YOLO(model_yaml(model))
+
+
+def _root_cause(error: BaseException, path: str) -> str:
+    """``Type: first sentence`` of the innermost error ``error`` was raised from, without ultralytics' banner
+    (``ERROR ❌️ PATH ...``) and advice."""
+    while error.__cause__ is not None:
+        error = error.__cause__
+    lines = str(error).strip().splitlines()
+    if not lines:
+        return type(error).__name__
+    reason = lines[0]
+    if reason.startswith('ERROR') and path in reason:
+        reason = reason.split(path, 1)[1].strip().split('. ')[0].rstrip('.')
+    return f'{type(error).__name__}: {reason}'
 
 
 class _KeepPredictionsValidator(DetectionValidator):
