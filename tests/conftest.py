@@ -5,7 +5,13 @@ import os
 # for the whole session: every other test uses CPU tensors, where nothing else runs Triton.
 os.environ.setdefault('TRITON_INTERPRET', '1')
 
+import queue  # noqa: E402
+import signal  # noqa: E402
+import subprocess  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
 from pathlib import Path  # noqa: E402
+from typing import Callable, Optional, Sequence  # noqa: E402
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
@@ -66,3 +72,47 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def default_sigint() -> None:
+    """``preexec_fn`` of a child that is sent Ctrl-C: it starts with SIGINT's default action whatever the test
+    runner's. A background job of a shell script starts with SIGINT ignored, and a Python child started from it
+    would ignore Ctrl-C too (Python installs its KeyboardInterrupt handler only over the default action)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def run_child(command: Sequence[str], until: Optional[str] = None, then: Optional[Callable] = None,
+              stream: str = 'stdout', timeout: float = 300, **popen_kwargs) -> subprocess.CompletedProcess:
+    """Run ``command`` (text mode, both streams read); when a line of ``stream`` contains ``until``, call
+    ``then(proc)`` once (e.g. send SIGINT). The whole run has ``timeout`` seconds: then the child is killed and the
+    test fails with what it printed, so that no test waits forever on a child."""
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=default_sigint, **popen_kwargs)
+    lines = {'stdout': [], 'stderr': []}
+    events: 'queue.Queue' = queue.Queue()
+
+    def pump(name: str) -> None:
+        for line in getattr(proc, name):
+            events.put((name, line))
+        events.put((name, None))
+
+    for name in lines:
+        threading.Thread(target=pump, args=(name,), daemon=True).start()
+    deadline, open_streams, fired = time.monotonic() + timeout, len(lines), until is None
+    try:
+        while open_streams:
+            name, line = events.get(timeout=max(deadline - time.monotonic(), 0.01))
+            if line is None:
+                open_streams -= 1
+                continue
+            lines[name].append(line)
+            if not fired and name == stream and until in line:
+                fired = True
+                then(proc)
+        proc.wait(timeout=max(deadline - time.monotonic(), 0.01))
+    except (queue.Empty, subprocess.TimeoutExpired):
+        proc.kill()
+        proc.wait(timeout=30)
+        pytest.fail(f'{" ".join(map(str, command[:4]))} ... did not finish within {timeout:g} s; its last output: '
+                    f'{"".join(lines["stdout"][-5:] + lines["stderr"][-5:])}')
+    return subprocess.CompletedProcess(command, proc.returncode, ''.join(lines['stdout']), ''.join(lines['stderr']))

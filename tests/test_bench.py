@@ -2,12 +2,12 @@
 import ctypes
 import json
 import signal
-import subprocess
 import sys
 import time
 
 import pytest
 
+from conftest import run_child
 from uniconvnet.analysis.benchmark import ModelSpec, format_profile, profile_inference
 from uniconvnet.cli.main import main
 
@@ -74,22 +74,16 @@ def test_profile_names_where_time_goes():
 
 def test_ctrl_c_stops_bench_in_one_line(tmp_path):
     """Ctrl-C during a measurement: the command's one-line answer and the shell's code 130, no traceback."""
-    proc = subprocess.Popen([sys.executable, '-m', 'uniconvnet', 'bench', '--models', 'uniconvnet_a', '--size', '64',
-                             '--batch', '1', '--runs', '100000', '--warmup', '0', '--train-batch', '0',
-                             '--no-onnxruntime', '--no-openvino', '--no-memory'],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
-    lines = []
-    try:
-        for line in proc.stderr:
-            lines.append(line)
-            if line.startswith('[bench] inference'):  # timing has started
-                time.sleep(1)
-                proc.send_signal(signal.SIGINT)
-                break
-        lines.extend(proc.stderr)
-    finally:
-        proc.wait(timeout=120)
-    assert proc.returncode == 130
+    def interrupt(proc):
+        time.sleep(1)  # timing has started
+        proc.send_signal(signal.SIGINT)
+
+    res = run_child([sys.executable, '-m', 'uniconvnet', 'bench', '--models', 'uniconvnet_a', '--size', '64',
+                     '--batch', '1', '--runs', '100000', '--warmup', '0', '--train-batch', '0', '--no-onnxruntime',
+                     '--no-openvino', '--no-memory'], until='[bench] inference', then=interrupt, stream='stderr',
+                    timeout=300, cwd=tmp_path)
+    lines = res.stderr.splitlines()
+    assert res.returncode == 130
     assert lines[-1].strip() == ('uniconvnet bench: interrupted; nothing half-written is left behind (every file '
                                  'is written atomically)')
     assert not any('Traceback' in line for line in lines)

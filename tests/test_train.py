@@ -10,6 +10,7 @@ import pytest
 import timm
 import torch
 
+from conftest import run_child
 from uniconvnet.checkpoints import load_checkpoint_file
 from uniconvnet.cli.main import main as cli_main
 from uniconvnet.data import DIGITS_CLASSES, export_digits_folder
@@ -98,18 +99,10 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path):
     assert 'nothing to resume' in reference.stdout and 'starting fresh' in reference.stdout
 
     out = tmp_path / 'killed'
-    proc = subprocess.Popen([sys.executable, '-m', 'uniconvnet', 'train', *args, '--output', str(out)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=dict(os.environ, PYTHONUNBUFFERED='1'))
-    try:
-        for line in proc.stdout:
-            if 'epoch 2/2  step 2/4' in line:  # in the middle of the second epoch
-                proc.send_signal(signal.SIGKILL)
-                break
-    finally:
-        proc.stdout.close()
-        proc.wait(timeout=60)
-    assert proc.returncode == -signal.SIGKILL
+    killed = run_child([sys.executable, '-m', 'uniconvnet', 'train', *args, '--output', str(out)],
+                       until='epoch 2/2  step 2/4', then=lambda proc: proc.send_signal(signal.SIGKILL),  # mid-epoch 2
+                       env=dict(os.environ, PYTHONUNBUFFERED='1'))
+    assert killed.returncode == -signal.SIGKILL
     state = load_checkpoint_file(out / 'last.pt')  # the checkpoint it resumes from loads cleanly
     assert state['epoch'] == 1
     assert not [p.name for p in out.iterdir() if p.name.endswith('.tmp')]
@@ -123,21 +116,9 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path):
 
 
 def _interrupt_at(command, marker: str) -> subprocess.CompletedProcess:
-    """Run ``command``, send it SIGINT (Ctrl-C) when ``marker`` appears in its output; its exit code and stderr."""
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=dict(os.environ, PYTHONUNBUFFERED='1'))
-    out = []
-    try:
-        for line in proc.stdout:
-            out.append(line)
-            if marker in line:
-                proc.send_signal(signal.SIGINT)
-                break
-        out.extend(proc.stdout)
-    finally:
-        proc.stdout.close()
-        proc.wait(timeout=120)
-    return subprocess.CompletedProcess(command, proc.returncode, ''.join(out), proc.stderr.read())
+    """Run ``command``, send it SIGINT (Ctrl-C) when ``marker`` appears in its output; its exit code and output."""
+    return run_child(command, until=marker, then=lambda proc: proc.send_signal(signal.SIGINT),
+                     env=dict(os.environ, PYTHONUNBUFFERED='1'))
 
 
 def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path):
