@@ -5,6 +5,7 @@ inputs the taps that see only padding should get a zero gradient; oneDNN's bf16 
 Prints the worst relative error over random trials, per input size.
 
     python benchmarks/bf16_cpu_conv_grad.py [--trials 30]
+    python benchmarks/bf16_cpu_conv_grad.py --smoke     # two trials at two sizes: the script runs (CI)
 """
 import argparse
 
@@ -15,12 +16,16 @@ import torch.nn.functional as F
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--trials', type=int, default=30)
+    parser.add_argument('--smoke', action='store_true', help='two trials at two sizes (CI: the script runs)')
     args = parser.parse_args()
+    sizes = (1, 2) if args.smoke else (1, 2, 3, 4, 7, 14)
+    if args.smoke:
+        args.trials = 2
     torch.manual_seed(0)
     print(f'torch {torch.__version__}: bf16 conv weight gradient vs float32, 96x48x3x3, stride 2, padding 1')
     print('| input | worst relative error | trials with garbage (> 100%) |')
     print('|---:|---:|---:|')
-    for size in (1, 2, 3, 4, 7, 14):
+    for size in sizes:
         worst, garbage = 0.0, 0
         for _ in range(args.trials):
             x = torch.randn(8, 48, size, size)

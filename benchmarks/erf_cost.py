@@ -2,6 +2,7 @@
 
     PYTHONPATH=src python benchmarks/erf_cost.py                       # UniConvNet-T at 1024, the README's table
     PYTHONPATH=src python benchmarks/erf_cost.py --model uniconvnet_a --size 512 --num-images 2 --stages none 1,2,3,4
+    PYTHONPATH=src python benchmarks/erf_cost.py --smoke     # UniConvNet-A at 96 px, one image: the script runs (CI)
 
 Each row runs in its own Python process so that its peak resident memory (Linux VmHWM) is its own. Weights are
 random (nothing is downloaded); time and memory do not depend on the weights. Timings on a shared machine are
@@ -53,22 +54,29 @@ def main() -> None:
                    help="comma-separated stage sets, 'none' for the last stage before pooling")
     p.add_argument('--no-ckpt', action='store_true', help='also run without gradient checkpointing')
     p.add_argument('--threads', type=int, default=0, help='torch threads (default: torch decides)')
+    p.add_argument('--smoke', action='store_true', help='UniConvNet-A at 96 px, one image, the last stage (CI)')
     args = p.parse_args()
+    if args.smoke:
+        args.model, args.size, args.num_images, args.stages = 'uniconvnet_a', 96, 1, [[None]]
     import torch
     threads = args.threads or torch.get_num_threads()
     print(f'torch {torch.__version__}, {threads} threads, random weights')
     print('| model | size | maps | grad checkpointing | images | s / image | peak RSS (GiB) | model alone (GiB) |')
     print('|---|---:|---|---|---:|---:|---:|---:|')
+    failed = False
     for stages in args.stages:
         for ckpt in ([True, False] if args.no_ckpt else [True]):
             r = run(args.model, args.size, args.num_images, stages, ckpt, args.threads)
             label = 'last' if stages == [None] else '+'.join('last' if s is None else str(s) for s in stages)
             if 'error' in r:
                 print(f'| {args.model} | {args.size} | {label} | {ckpt} | - | error: {r["error"]} | | |')
+                failed = True
                 continue
             print(f'| {args.model} | {args.size} | {label} | {"on" if ckpt else "off"} | {r["images"]} | '
                   f'{r["seconds_per_image"]:.1f} | {r["peak_rss_mb"] / 1024:.2f} | {r["model_rss_mb"] / 1024:.2f} |',
                   flush=True)
+    if failed:
+        sys.exit('a measurement failed (its error is in the table)')
 
 
 if __name__ == '__main__':

@@ -5,6 +5,7 @@ digits configuration (batch 48 or 64, 16x16). Configurations run side by side in
 so that a machine shared with other jobs affects them alike; the median of the timed steps is reported.
 
     python benchmarks/train_step_cpu.py [--batch 64] [--size 16] [--steps 6] [--rounds 2]
+    python benchmarks/train_step_cpu.py --smoke     # one timed step of batch 4, one round: the script runs (CI)
 """
 import argparse
 import statistics
@@ -44,7 +45,10 @@ def main():
     parser.add_argument('--size', type=int, default=16)
     parser.add_argument('--steps', type=int, default=6)
     parser.add_argument('--rounds', type=int, default=2)
+    parser.add_argument('--smoke', action='store_true', help='one step of batch 4, one round (CI: the script runs)')
     args = parser.parse_args()
+    if args.smoke:
+        args.batch, args.steps, args.rounds = 4, 1, 1
     configs = [(1, False), (1, True), (2, False), (2, True)]
     results = {c: [] for c in configs}
     for _ in range(args.rounds):
