@@ -8,6 +8,7 @@ standard deviation of the features the backbone hands to the neck. One JSON line
 
     PYTHONPATH=src python benchmarks/yolo_grad_norms.py --cfg yolo11n-uniconvnet-a.yaml --epochs 20 --stop-after 2
     PYTHONPATH=src python benchmarks/yolo_grad_norms.py --backbone convnext_atto --stop-after 2
+    PYTHONPATH=src python benchmarks/yolo_grad_norms.py --smoke     # one epoch on 8 canvases of 64 px (CI)
 """
 import argparse
 import json
@@ -209,7 +210,13 @@ def main() -> None:
                         help="gradient clipping: ultralytics' (model), per part (layer), none")
     parser.add_argument('--change', default='', choices=['', 'kaiming', 'outbn', 'stembn', 'dsbn', 'trunkbn', 'stemeps', 'trunkeps', 'alleps'], help='experiment on the backbone')
     parser.add_argument('--overrides', default='{}', help='JSON of ultralytics training arguments')
+    parser.add_argument('--smoke', action='store_true', help='UniConvNet-A\'s YAML, one epoch on 8 canvases of 64 px '
+                        '(CI: the script runs)')
     args = parser.parse_args()
+    if args.smoke:
+        args.cfg, args.backbone, args.epochs, args.out = 'yolo11n-uniconvnet-a.yaml', None, 1, f'{args.out}/smoke'
+    elif not (args.cfg or args.backbone):
+        parser.error('give --cfg or --backbone (or --smoke)')
     torch.set_num_threads(args.threads)
 
     from ultralytics import YOLO
@@ -230,8 +237,10 @@ def main() -> None:
 
     yolo = YOLO(cfg)
     yolo.add_callback('on_train_epoch_end', stop_at_epoch_end)
-    data = uyolo.builtin_data()
-    settings = dict(data=str(data), epochs=args.epochs, imgsz=128, batch=16, device='cpu', seed=args.seed,
+    data = (uyolo.builtin_data(out / 'data', num_train=8, num_val=4, image_size=64, size_range=(8, 16),
+                               max_objects=2) if args.smoke else uyolo.builtin_data())
+    settings = dict(data=str(data), epochs=args.epochs, imgsz=64 if args.smoke else 128, batch=4 if args.smoke else 16,
+                    device='cpu', seed=args.seed,
                     deterministic=True, pretrained=False, project=str(out), name=name, exist_ok=True, plots=False,
                     verbose=False, workers=0, val=args.val)
     settings.update(json.loads(args.overrides))

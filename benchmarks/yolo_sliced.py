@@ -14,6 +14,7 @@ and reports, against the canvases' COCO ground truth: recall at IoU 0.5 (of the 
 ``--conf``, 0.05) and COCO AP / AP50 (pycocotools; predictions down to score 0.001), and seconds per image.
 
     PYTHONPATH=src python benchmarks/yolo_sliced.py --weights runs/bench_yolo_small_objects/standard/yolo11n/seed0/weights/last.pt ...
+    PYTHONPATH=src python benchmarks/yolo_sliced.py --smoke   # untrained weights, one 256 px canvas (CI)
 """
 import argparse
 import json
@@ -92,6 +93,15 @@ def evaluate(weights: Path, annotations: Path, modes: List[str], conf: float) ->
     return rows
 
 
+def untrained_weights(folder: Path) -> Path:
+    """A ``.pt`` of yolo11n with RFA blocks in its neck, random weights: what the smoke run predicts with."""
+    from uniconvnet.integrations import ultralytics as uyolo
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / 'yolo11n-rfa-neck-untrained.pt'
+    uyolo.load_model('yolo11n-rfa-neck.yaml').save(str(path))
+    return path
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--weights', nargs='+', type=Path, default=[DEFAULT_RUNS / 'yolo11n' / 'seed0' / 'weights' /
@@ -100,13 +110,19 @@ def main() -> None:
     parser.add_argument('--data-root', type=Path, default=Path('runs/bench_yolo_sliced/data'))
     parser.add_argument('--slices', nargs='+', type=int, default=[128, 256])
     parser.add_argument('--conf', type=float, default=0.05, help='score threshold of the recall (default 0.05)')
+    parser.add_argument('--smoke', action='store_true', help='untrained weights on one 256 px canvas, 128 px slices '
+                        '(CI: the script runs); writes nothing under benchmarks/results')
     args = parser.parse_args()
     torch.set_num_threads(1)
-    annotations = large_canvases(args.data_root, args.images)
-    modes = ['plain @train size', 'plain @1024'] + [f'sliced {s}' for s in args.slices]
+    size = 256 if args.smoke else 1024
+    if args.smoke:
+        args.data_root = args.data_root.parent / 'smoke'
+        args.images, args.slices, args.weights = 1, [128], [untrained_weights(args.data_root)]
+    annotations = large_canvases(args.data_root, args.images, size)
+    modes = ['plain @train size', f'plain @{size}'] + [f'sliced {s}' for s in args.slices]
     rows = [row for w in args.weights for row in evaluate(w, annotations, modes, args.conf)]
     gt = json.loads(annotations.read_text())
-    lines = [f'{len(gt["images"])} generated canvases of 1024 px, {len(gt["annotations"])} digits of 8-24 px; '
+    lines = [f'{len(gt["images"])} generated canvases of {size} px, {len(gt["annotations"])} digits of 8-24 px; '
              f'recall: IoU >= 0.5 and score >= {args.conf}; slices overlap by 0.2; CPU, 1 thread', '',
              '| weights | prediction | recall@0.5 | AP | AP50 | s / image |', '|---|---|---:|---:|---:|---:|']
     for r in rows:
@@ -115,6 +131,8 @@ def main() -> None:
                      f'{r["seconds_per_image"]:.1f} |')
     table = '\n'.join(lines)
     print(table)
+    if args.smoke:
+        return
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.with_suffix('.md').write_text(table + '\n')
     RESULTS.with_suffix('.json').write_text(json.dumps(rows, indent=1))

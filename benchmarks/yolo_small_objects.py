@@ -29,6 +29,7 @@ with one thread on this 2-core machine anyway).
 
     PYTHONPATH=src python benchmarks/yolo_small_objects.py                 # everything, then the tables
     PYTHONPATH=src python benchmarks/yolo_small_objects.py --report-only   # tables from the runs so far
+    PYTHONPATH=src python benchmarks/yolo_small_objects.py --smoke         # one model, one epoch, tiny data (CI)
 
 Tables and rows go to ``benchmarks/results/yolo_small_objects.{md,json}``.
 """
@@ -52,7 +53,11 @@ SETTINGS: Dict[str, Dict[str, Any]] = {
     'standard_nbs16': dict(data={}, imgsz=128, epochs=20, batch=16, overrides=dict(nbs=16)),
     'tiny': dict(data=dict(num_train=240, num_val=80, image_size=128, size_range=[4, 12], max_objects=12),
                  imgsz=128, epochs=15, batch=16, overrides=dict(nbs=16)),
+    # --smoke: the script runs end to end (CI), nothing measured
+    'smoke': dict(data=dict(num_train=8, num_val=4, image_size=64, size_range=[8, 16], max_objects=2),
+                  imgsz=64, epochs=1, batch=4),
 }
+MEASURED = [name for name in SETTINGS if name != 'smoke']
 RESULTS = Path(__file__).resolve().parent / 'results' / 'yolo_small_objects'
 CURVE_EPOCHS = (5, 10, 15, 20)
 
@@ -187,7 +192,7 @@ def _recipes(recipes: Dict[str, Dict[str, Any]]) -> str:
     return '; '.join(named + ['others: none'] if named else ['none'])
 
 
-def report(out: Path, settings: List[str], models: List[str]) -> str:
+def report(out: Path, settings: List[str], models: List[str], write: bool = True) -> str:
     """Markdown tables of everything finished so far; also writes the JSON of all rows."""
     from ultralytics import __version__ as ultralytics_version
 
@@ -237,9 +242,10 @@ def report(out: Path, settings: List[str], models: List[str]) -> str:
     header = (f'CPU, torch {torch.__version__}, 1 thread per run; files: runs under the --out folder, this table '
               f'from benchmarks/yolo_small_objects.py')
     text = header + '\n\n' + '\n\n'.join(sections) + '\n'
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.with_suffix('.md').write_text(text)
-    RESULTS.with_suffix('.json').write_text(json.dumps(everything, indent=1))
+    if write:
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS.with_suffix('.md').write_text(text)
+        RESULTS.with_suffix('.json').write_text(json.dumps(everything, indent=1))
     return text
 
 
@@ -247,10 +253,14 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--models', nargs='+', default=MODELS)
     parser.add_argument('--seeds', nargs='+', type=int, default=SEEDS)
-    parser.add_argument('--settings', nargs='+', default=list(SETTINGS), choices=list(SETTINGS))
+    parser.add_argument('--settings', nargs='+', default=MEASURED, choices=MEASURED)
     parser.add_argument('--out', default='runs/bench_yolo_small_objects', help='runs folder (resumable)')
     parser.add_argument('--report-only', action='store_true', help='only write the tables of finished runs')
+    parser.add_argument('--smoke', action='store_true', help='UniConvNet-A\'s YAML, one epoch on 8 canvases of 64 px, '
+                        'one seed (CI: the script runs); writes nothing under benchmarks/results')
     args = parser.parse_args(argv)
+    if args.smoke:
+        args.models, args.seeds, args.settings = ['yolo11n-uniconvnet-a.yaml'], [0], ['smoke']
     torch.set_num_threads(1)
     out = Path(args.out).resolve()
     if not args.report_only:
@@ -259,7 +269,7 @@ def main(argv: Optional[List[str]] = None) -> None:
                 for cfg in args.models:
                     row = run_one(cfg, setting, seed, out)
                     print(json.dumps({k: v for k, v in row.items() if k != 'curve'}), flush=True)
-    print(report(out, args.settings, args.models))
+    print(report(out, args.settings, args.models, write=not args.smoke))
 
 
 if __name__ == '__main__':
