@@ -83,8 +83,9 @@ def pretrain(backbone: str, args: argparse.Namespace) -> Dict[str, Any]:
 def run(kind: str, backbone: str, seed: int, args: argparse.Namespace, weights: Optional[str] = None,
         trunk_norm: Optional[str] = None) -> Dict[str, Any]:
     output = Path(args.out) / f'{kind}-{backbone}{f"-{trunk_norm}" if trunk_norm else ""}-seed{seed}'
-    argv = [kind, 'train', '--backbone', backbone, '--epochs', str(args.epochs if kind == 'detect' else args.seg_epochs),
-            '--seed', str(seed), '--threads', str(args.threads), '--workers', str(args.workers)]
+    epochs = args.epochs if kind == 'detect' else args.seg_epochs
+    argv = [kind, 'train', '--backbone', backbone, '--epochs', str(epochs), '--seed', str(seed), '--threads',
+            str(args.threads), '--workers', str(args.workers)]
     if kind == 'detect':
         argv += ['--arch', args.detector, '--fpn-channels', str(args.fpn_channels), '--min-size', str(args.min_size)]
     if weights:

@@ -43,7 +43,8 @@ def _add_common(p: argparse.ArgumentParser, kind: str) -> None:
     p.add_argument('--num-classes', type=int, default=None, help='classes (default: from the data)')
     p.add_argument('--trunk-norm', choices=TRUNK_NORMS, default=None,
                    help="a UniConvNet backbone's stem and downsampling norms: layer (the paper's, default) or batch "
-                        "(keeps small objects standing out when training from random weights; docs/models.md)")
+                        "(keeps small objects standing out when training from random weights; "
+                        "docs/detection-segmentation.md)")
 
 
 def _backbone_options(args: argparse.Namespace) -> Dict[str, Any]:

@@ -55,7 +55,7 @@ def check_trunk_norm(trunk_norm: str) -> str:
     if trunk_norm not in TRUNK_NORMS:
         raise ValueError(f'trunk_norm={trunk_norm!r} is not one of {", ".join(map(repr, TRUNK_NORMS))}: \'layer\' is '
                          f'the paper\'s (and its checkpoints\'), \'batch\' the trunk for training from scratch on small '
-                         f'objects (docs/models.md)')
+                         f'objects (docs/detection-segmentation.md)')
     return trunk_norm
 
 
@@ -259,7 +259,7 @@ class UniConvNet(nn.Module):
         trunk_norm: the norms of the trunk, i.e. the stem and the downsampling layers between stages (not those
             inside the blocks): ``'layer'``, the paper's LayerNorms (its checkpoints need them), or ``'batch'``,
             BatchNorms, which keep small objects standing out from a flat background when training from random
-            weights (docs/models.md, docs/yolo.md).
+            weights (docs/detection-segmentation.md, docs/yolo.md).
     """
 
     def __init__(
