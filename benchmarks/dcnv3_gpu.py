@@ -22,7 +22,8 @@ and the next section runs; results are written after every measurement, so a kil
                channels_last, AdamW, batch 64: images/s and peak memory (targets: >= 0.8x, <= 1.3x).
   inference    images/s of A, N0, T (fused) and their frontier peers at batch 1 and 256, bf16 autocast and fp32.
   compile      torch.compile(fullgraph=True) of UniConvNet-T and A (eval, bf16 autocast): compile time, logits
-               against eager, images/s; then a compiled training step of T if the budget allows.
+               against eager, images/s; then a compiled training step of T where twice T's compile time is
+               still left in the budget.
 
 Without a CUDA device it prints one line and exits 2 (``--smoke`` runs everything on the CPU at tiny sizes, with
 the Triton kernels in Triton's interpreter; < 30 s). Exit 1 when a correctness check failed or a section broke.
@@ -40,6 +41,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import traceback
 from dataclasses import asdict, dataclass, field, replace
@@ -87,7 +89,11 @@ class Settings:
     core_batch: int = 64
     core_stages: Tuple[int, ...] = (0, 1, 2, 3)
     core_dtypes: Tuple[str, ...] = ('bfloat16', 'float32')
+    # the launch configs are compared in the dtype training uses (each config and dtype compiles anew)
+    config_dtypes: Tuple[str, ...] = ('bfloat16',)
     core_configs: Optional[Tuple[str, ...]] = None  # names from candidate_configs(); None: all
+    # vector channels matter most at a group width Triton cannot prove a multiple of 16: A's 8 channels
+    width8_model: Optional[str] = 'uniconvnet_a'
     core_warmup: int = 3
     core_reps: int = 10
     train_models: Tuple[Tuple[str, Optional[str]], ...] = (
@@ -99,14 +105,15 @@ class Settings:
     infer_batches: Tuple[int, ...] = (1, 256)
     infer_warmup: int = 3
     infer_reps: Tuple[int, ...] = (30, 8)  # per batch size
-    compile_models: Tuple[str, ...] = ('uniconvnet_t', 'uniconvnet_a')
+    # A first: it compiles faster, so one result is in even if T's compile runs past the budget
+    compile_models: Tuple[str, ...] = ('uniconvnet_a', 'uniconvnet_t')
     compile_batch: int = 64
     compile_backend: str = 'inductor'
     compile_train: bool = True
     model_kwargs: Dict[str, Any] = field(default_factory=dict)  # extra create_model arguments of UniConvNets
     # seconds per section; the whole run is their sum plus start-up (about 5 minutes on an H200)
     budgets: Dict[str, float] = field(default_factory=lambda: dict(
-        env=10, correctness=40, core=60, training=40, inference=55, compile=110))
+        env=10, correctness=60, core=75, training=35, inference=55, compile=100))
 
 
 def smoke_settings() -> Settings:
@@ -115,7 +122,7 @@ def smoke_settings() -> Settings:
         device='cpu', img_size=32, correctness_models=('uniconvnet_a',), correctness_stages=(0,),
         correctness_batch=1, whole_model='uniconvnet_a', core_model='uniconvnet_a', core_stages=(0,),
         core_dtypes=('bfloat16',), core_configs=('default', 'scalar_channels_acq_rel (before issue 23)'), core_batch=1,
-        core_warmup=0, core_reps=1,
+        core_warmup=0, core_reps=1, width8_model=None,
         train_models=(('convnext_atto', None), ('uniconvnet_a', 'triton'), ('uniconvnet_a', 'torch')),
         train_batch=1, train_warmup=0, train_steps=1,
         infer_models=('uniconvnet_a', 'convnext_atto'), infer_batches=(2,), infer_warmup=0, infer_reps=(1,),
@@ -486,8 +493,7 @@ def whole_model_check(settings: Settings) -> Dict[str, Any]:
 
 def candidate_configs() -> Dict[str, Any]:
     """The Triton launch configs timed side by side: the default, each of its choices undone, tiles and warps."""
-    module = triton_module()
-    config, base = module.TritonConfig, module.DEFAULT_CONFIG
+    base = triton_module().DEFAULT_CONFIG
     return {
         'default': base,
         'scalar_channels_acq_rel (before issue 23)': replace(base, vector_channels=False, relaxed_atomics=False),
@@ -495,71 +501,102 @@ def candidate_configs() -> Dict[str, Any]:
         'acq_rel_atomics': replace(base, relaxed_atomics=False),
         'tile_256': replace(base, tile_elements=256),
         'tile_1024': replace(base, tile_elements=1024),
-        'tile_2048_8_warps': replace(base, tile_elements=2048, num_warps=8),
-        'tile_512_2_warps': replace(base, num_warps=2),
-        'tile_1024_8_warps': config(**dict(asdict(base), tile_elements=1024, num_warps=8)),
+        'tile_1024_8_warps': replace(base, tile_elements=1024, num_warps=8),
     }
 
 
+# timed at every config dtype of T's stages: at T's group width 16 the constant width changes little
+T_CONFIGS = ('default', 'scalar_channels_acq_rel (before issue 23)', 'acq_rel_atomics', 'tile_256', 'tile_1024',
+             'tile_1024_8_warps')
+# timed at A's first stage: the constant group width on and off where it matters (width 8)
+WIDTH8_CONFIGS = ('default', 'scalar_channels_acq_rel (before issue 23)', 'scalar_channels')
+
+
 def section_core(section, settings: Settings, budget: Budget, recorder: Recorder) -> None:
-    device = settings.device
-    module = triton_module()
-    configs = {name: c for name, c in candidate_configs().items()
-               if settings.core_configs is None or name in settings.core_configs}
-    section['configs'] = {name: asdict(c) for name, c in configs.items()}
+    """First Triton against the core at every shape, then the launch configs (each config compiles anew, so
+    the configs come second: a tight budget loses configs, not stage shapes)."""
+    every = candidate_configs()
+    wanted = lambda names: {n: every[n] for n in names  # noqa: E731
+                            if settings.core_configs is None or n in settings.core_configs}
+    section['configs'] = {name: asdict(c) for name, c in every.items()}
     rows = section['rows']
-    reps = dict(warmup=settings.core_warmup, reps=settings.core_reps)
-    shapes = [s for s in stage_shapes(settings.core_model, settings.img_size) if s['stage'] in settings.core_stages]
-    for shape in shapes:
-        for dtype in (getattr(torch, name) for name in settings.core_dtypes):
-            if budget.left() < 0:
-                rows.append(dict(stage=shape['stage'], dtype=str(dtype).replace('torch.', ''), skipped='budget'))
+    problems = [(settings.core_model, shape, getattr(torch, dtype), wanted(T_CONFIGS) if dtype in settings.config_dtypes
+                 else {}) for shape in stage_shapes(settings.core_model, settings.img_size)
+                if shape['stage'] in settings.core_stages for dtype in settings.core_dtypes]
+    if settings.width8_model:
+        problems.append((settings.width8_model, stage_shapes(settings.width8_model, settings.img_size)[0],
+                         torch.bfloat16, wanted(WIDTH8_CONFIGS)))
+    for sweep in (False, True):
+        for index, (model, shape, dtype, configs) in enumerate(problems):
+            if sweep and not (configs and 'speedup_fwdbwd' in rows[index]):
                 continue
-            tensors, grad_out = core_problem(settings.core_batch, shape['size'], shape['channels'], shape['group'],
-                                             dtype, device, seed=0)
-            group = shape['group']
-            row = dict(stage=shape['stage'], size=shape['size'], channels=shape['channels'], group=group,
-                       dtype=str(dtype).replace('torch.', ''), batch=settings.core_batch)
-            rows.append(row)
-            for backend in ('torch', 'triton'):
-                with torch.no_grad():
-                    row[f'{backend}_fwd_ms'] = time_ms(lambda: run_core(backend, tensors, group), device, **reps)
-                row[f'{backend}_fwdbwd_ms'] = time_ms(lambda: run_core(backend, tensors, group, grad_out),
-                                                      device, **reps)
-            row['speedup_fwd'] = row['torch_fwd_ms'] / row['triton_fwd_ms']
-            row['speedup_fwdbwd'] = row['torch_fwdbwd_ms'] / row['triton_fwdbwd_ms']
-            print(f"   stage {shape['stage']} {row['dtype']}: core {row['torch_fwdbwd_ms']:.3f} ms, Triton "
-                  f"{row['triton_fwdbwd_ms']:.3f} ms fwd+bwd: {row['speedup_fwdbwd']:.1f}x", flush=True)
+            if budget.left() < 0:
+                if not sweep:
+                    rows.append(dict(model=model, stage=shape['stage'], dtype=str(dtype).replace('torch.', ''),
+                                     skipped='budget'))
+                continue
+            if sweep:
+                time_configs(rows[index], shape, dtype, configs, settings, budget)
+            else:
+                rows.append(core_row(model, shape, dtype, settings))
+            free_memory(settings.device)
             recorder.save()
-            # every config against the core's float32 result on the same values, then timed
-            ref, ref_grads = run_core('torch', [t.float() for t in tensors], group, grad_out.float())
-            geometry = ((3, 3), (1, 1), (1, 1), (1, 1), group, 1.0)
-            tol = tolerance(dtype)
-            row['configs'] = {}
-            for name, config in configs.items():
-                if budget.left() < 0:
-                    row['configs'][name] = dict(skipped='budget')
-                    continue
-                forward = lambda: module.dcnv3_forward_triton(*tensors, *geometry, config=config)  # noqa: E731
-                backward = lambda: module.dcnv3_backward_triton(grad_out, *tensors, *geometry,  # noqa: E731
-                                                                config=config)
-                out, grads = forward(), backward()
-                worst = max(compare(g, w)['rel_max'] for g, w in zip((out, *grads), (ref, *ref_grads)))
-                del out, grads
-                row['configs'][name] = dict(
-                    fwd_ms=time_ms(forward, device, **reps),
-                    fwdbwd_ms=time_ms(lambda: (forward(), backward()), device, **reps),
-                    worst_error=worst, ok=worst <= tol)
-            del ref, ref_grads, tensors, grad_out
-            free_memory(device)
-            recorder.save()
-    section['fastest_config'] = fastest_config(rows, configs)
-    section['kernels'] = compiled_kernels(module)
+    t_rows = [r for r in rows if r.get('model') == settings.core_model]
+    section['fastest_config'] = fastest_config(t_rows, wanted(T_CONFIGS))
+    section['kernels'] = compiled_kernels(triton_module())
     if section['fastest_config']:
         best = section['fastest_config']
         print(f"   fastest config over T's stages: {best['name']} = {best['config']} "
               f"({best['total_fwdbwd_ms']:.2f} ms against {best['default_total_fwdbwd_ms']:.2f} ms for the default)",
               flush=True)
+
+
+def core_row(model: str, shape: Dict[str, int], dtype: torch.dtype, settings: Settings) -> Dict[str, Any]:
+    """One stage shape: the core and Triton through the public ``dcnv3(backend=...)``, forward and fwd+bwd."""
+    device = settings.device
+    tensors, grad_out = core_problem(settings.core_batch, shape['size'], shape['channels'], shape['group'], dtype,
+                                     device, seed=0)
+    group = shape['group']
+    row = dict(model=model, stage=shape['stage'], size=shape['size'], channels=shape['channels'], group=group,
+               dtype=str(dtype).replace('torch.', ''), batch=settings.core_batch)
+    reps = dict(warmup=settings.core_warmup, reps=settings.core_reps)
+    for backend in ('torch', 'triton'):
+        with torch.no_grad():
+            row[f'{backend}_fwd_ms'] = time_ms(lambda: run_core(backend, tensors, group), device, **reps)
+        row[f'{backend}_fwdbwd_ms'] = time_ms(lambda: run_core(backend, tensors, group, grad_out), device, **reps)
+    row['speedup_fwd'] = row['torch_fwd_ms'] / row['triton_fwd_ms']
+    row['speedup_fwdbwd'] = row['torch_fwdbwd_ms'] / row['triton_fwdbwd_ms']
+    print(f"   {model} stage {shape['stage']} {row['dtype']}: core {row['torch_fwdbwd_ms']:.3f} ms, Triton "
+          f"{row['triton_fwdbwd_ms']:.3f} ms fwd+bwd: {row['speedup_fwdbwd']:.1f}x", flush=True)
+    return row
+
+
+def time_configs(row: Dict[str, Any], shape: Dict[str, int], dtype: torch.dtype, configs: Dict[str, Any],
+                 settings: Settings, budget: Budget) -> None:
+    """Each launch config at one stage shape: checked against the core's float32 result on the same values,
+    then timed (forward, and forward plus backward, through the launchers)."""
+    device, module = settings.device, triton_module()
+    tensors, grad_out = core_problem(settings.core_batch, shape['size'], shape['channels'], shape['group'], dtype,
+                                     device, seed=0)
+    group = shape['group']
+    reps = dict(warmup=settings.core_warmup, reps=settings.core_reps)
+    ref, ref_grads = run_core('torch', [t.float() for t in tensors], group, grad_out.float())
+    geometry = ((3, 3), (1, 1), (1, 1), (1, 1), group, 1.0)
+    row['configs'] = {}
+    for name, config in configs.items():
+        if budget.left() < 0:
+            row['configs'][name] = dict(skipped='budget')
+            continue
+        forward = lambda: module.dcnv3_forward_triton(*tensors, *geometry, config=config)  # noqa: E731
+        backward = lambda: module.dcnv3_backward_triton(grad_out, *tensors, *geometry, config=config)  # noqa: E731
+        out, grads = forward(), backward()
+        worst = max(compare(g, w)['rel_max'] for g, w in zip((out, *grads), (ref, *ref_grads)))
+        del out, grads
+        row['configs'][name] = dict(fwd_ms=time_ms(forward, device, **reps),
+                                    fwdbwd_ms=time_ms(lambda: (forward(), backward()), device, **reps),
+                                    worst_error=worst, ok=worst <= tolerance(dtype))
+    print(f"   {row['model']} stage {row['stage']} {row['dtype']} configs, fwd+bwd ms: "
+          + ', '.join(f"{n} {c['fwdbwd_ms']:.3f}" for n, c in row['configs'].items() if 'fwdbwd_ms' in c), flush=True)
 
 
 def fastest_config(rows: List[Dict[str, Any]], configs: Dict[str, Any]) -> Optional[Dict[str, Any]]:
@@ -766,7 +803,9 @@ def section_compile(section, settings: Settings, budget: Budget, recorder: Recor
         model = compiled = None
         free_memory(device)
         recorder.save()
-    if settings.compile_train and budget.left() > 0:
+    first = next((r for r in section['rows'] if 'compile_s' in r), None)
+    # a training step compiles the backward too: start it only where about twice an eval compile still fits
+    if settings.compile_train and first is not None and budget.left() > 2 * first['compile_s']:
         name = settings.compile_models[0]
         torch._dynamo.reset()
         row = dict(train_throughput(name, 'triton', settings, budget, compile_model=True), mode='train step',
@@ -795,6 +834,10 @@ def _status(section: Dict[str, Any]) -> str:
     status = section.get('status', 'not run')
     extra = f": {section['error']}" if section.get('error') else ''
     return f"_{status}, {section.get('seconds', '?')} s{extra}_"
+
+
+def short_name(model: str) -> str:
+    return model.replace('uniconvnet_', '').upper() if model.startswith('uniconvnet_') else model
 
 
 def top1_of(model: str) -> Optional[float]:
@@ -855,20 +898,22 @@ def core_tables(section: Dict[str, Any]) -> List[str]:
     if not section:
         return []
     rows = [r for r in section.get('rows', []) if 'torch_fwd_ms' in r]
-    lines = ['## DCNv3 sampling core at UniConvNet-T stage shapes', '', _status(section), '',
-             '| stage | HxWxC | groups | dtype | core fwd ms | Triton fwd ms | fwd speed-up | core fwd+bwd ms '
-             '| Triton fwd+bwd ms | fwd+bwd speed-up (target >= 5x) |',
-             '|---|---|---:|---|---:|---:|---:|---:|---:|---:|']
+    lines = ['## DCNv3 sampling core at stage shapes (UniConvNet-T; A for its group width 8)', '', _status(section),
+             '', '| model | stage | HxWxC | groups | dtype | core fwd ms | Triton fwd ms | fwd speed-up '
+             '| core fwd+bwd ms | Triton fwd+bwd ms | fwd+bwd speed-up (target >= 5x) |',
+             '|---|---:|---|---:|---|---:|---:|---:|---:|---:|---:|']
     for r in rows:
         mark = '' if r['speedup_fwdbwd'] >= 5 else ' (below)'
-        lines.append(f"| {r['stage']} | {r['size']}x{r['size']}x{r['channels']} | {r['group']} | {r['dtype']} "
+        lines.append(f"| {r.get('model', '')} | {r['stage']} | {r['size']}x{r['size']}x{r['channels']} | {r['group']} "
+                     f"| {r['dtype']} "
                      f"| {r['torch_fwd_ms']:.3f} | {r['triton_fwd_ms']:.3f} | {r['speedup_fwd']:.1f}x "
                      f"| {r['torch_fwdbwd_ms']:.3f} | {r['triton_fwdbwd_ms']:.3f} | {r['speedup_fwdbwd']:.1f}x{mark} |")
-    names = list(section.get('configs', {}))
     with_configs = [r for r in rows if r.get('configs')]
+    names = [n for n in section.get('configs', {}) if any(n in r['configs'] for r in with_configs)]
     if names and with_configs:
         lines += ['', 'Triton launch configs, fwd+bwd ms (NO: differs from the core beyond tolerance):', '',
-                  '| config | ' + ' | '.join(f"s{r['stage']} {r['dtype']}" for r in with_configs) + ' |',
+                  '| config | ' + ' | '.join(f"{short_name(r.get('model', ''))} s{r['stage']} {r['dtype']}"
+                                             for r in with_configs) + ' |',
                   '|---|' + '---:|' * len(with_configs)]
         for name in names:
             cells = []
@@ -1014,7 +1059,8 @@ def write_report(json_path: Path, out: Path) -> List[Path]:
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('--out', required=True, help='folder: the run writes OUT/<gpu-name>/; --report writes OUT/')
+    parser.add_argument('--out', default='', help='folder: the run writes OUT/<gpu-name>/, --report writes OUT/ '
+                                                  '(--smoke without --out: a new temporary folder)')
     parser.add_argument('--smoke', action='store_true', help='the CPU check: Triton interpreter, tiny sizes')
     parser.add_argument('--report', default='', metavar='JSON', help=f'write {TABLE_NAME} and {PLOT_NAME} from a '
                                                                      f'finished run\'s {JSON_NAME}, measure nothing')
@@ -1025,6 +1071,11 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
+    if not args.out:
+        if not args.smoke:
+            print('dcnv3_gpu.py: error: --out FOLDER is required (where the results go)', file=sys.stderr)
+            return 2
+        args.out = tempfile.mkdtemp(prefix='gpu_check_smoke_')
     if args.report:
         for path in write_report(Path(args.report), Path(args.out)):
             print(f'wrote {path}')
