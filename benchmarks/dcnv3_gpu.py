@@ -109,11 +109,11 @@ class Settings:
     compile_models: Tuple[str, ...] = ('uniconvnet_a', 'uniconvnet_t')
     compile_batch: int = 64
     compile_backend: str = 'inductor'
-    compile_train: bool = True
+    compile_train_model: Optional[str] = 'uniconvnet_t'  # a compiled training step, where the budget allows
     model_kwargs: Dict[str, Any] = field(default_factory=dict)  # extra create_model arguments of UniConvNets
     # seconds per section; the whole run is their sum plus start-up (about 5 minutes on an H200)
     budgets: Dict[str, float] = field(default_factory=lambda: dict(
-        env=10, correctness=60, core=75, training=35, inference=55, compile=100))
+        env=10, correctness=55, core=65, training=35, inference=50, compile=90))
 
 
 def smoke_settings() -> Settings:
@@ -126,7 +126,7 @@ def smoke_settings() -> Settings:
         train_models=(('convnext_atto', None), ('uniconvnet_a', 'triton'), ('uniconvnet_a', 'torch')),
         train_batch=1, train_warmup=0, train_steps=1,
         infer_models=('uniconvnet_a', 'convnext_atto'), infer_batches=(2,), infer_warmup=0, infer_reps=(1,),
-        compile_models=('uniconvnet_a',), compile_batch=1, compile_backend='aot_eager', compile_train=False,
+        compile_models=('uniconvnet_a',), compile_batch=1, compile_backend='aot_eager', compile_train_model=None,
         # UniConvNet-A's layout with one block per stage and fewer channels: the interpreter runs one Python
         # program per pixel tile and group, so groups cost time
         model_kwargs=dict(depths=(1, 1, 1, 1), dims=(16, 32, 32, 32)),
@@ -157,11 +157,16 @@ class Recorder:
         from uniconvnet.io import atomic_write_text
         self.folder.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.folder / JSON_NAME, json.dumps(self.results, indent=1, default=str))
-        atomic_write_text(self.folder / MARKDOWN_NAME, format_report(self.results))
+        try:
+            markdown = format_report(self.results)
+        except Exception as error:  # noqa: BLE001 - the JSON holds every number; a table bug must not stop the run
+            markdown = f'(the tables could not be formatted: {type(error).__name__}: {error}; see {JSON_NAME})\n'
+        atomic_write_text(self.folder / MARKDOWN_NAME, markdown)
 
 
-class SectionTimeout(Exception):
-    """A section ran past its hard limit (its budget plus a grace period)."""
+class SectionTimeout(BaseException):
+    """A section ran past its hard limit (its budget plus a grace period). A BaseException, like Ctrl-C: the
+    measurements' own ``except Exception`` (a peer that fails to build, say) must not swallow it."""
 
 
 @contextlib.contextmanager
@@ -200,19 +205,31 @@ def run_section(recorder: Recorder, name: str, settings: Settings, body: Callabl
     budget = Budget(seconds)
     print(f'\n== {name} (budget {seconds:.0f} s)', flush=True)
     try:
-        with hard_limit(seconds * 1.25 + 15):
+        with hard_limit(seconds * 1.2 + 10):
             body(section, settings, budget, recorder)
         section['status'] = 'done'
-    except Exception as error:  # noqa: BLE001 - every failure is recorded, and the next section runs
+    except (Exception, SectionTimeout) as error:  # noqa: BLE001 - every failure is recorded; the next section runs
         section['status'] = 'error'
         section['error'] = f'{type(error).__name__}: {error}'
         section['traceback'] = traceback.format_exc()[-3000:]
         recorder.results['errors'].append(f'{name}: {type(error).__name__}: {str(error)[:300]}')
         print(f'   {name} FAILED: {type(error).__name__}: {str(error)[:500]}', flush=True)
+        if is_sticky_cuda_error(error):
+            recorder.results['cuda_broken'] = f'{name}: {str(error)[:300]}'
     finally:
         section['seconds'] = round(budget.used(), 1)
-        free_memory(settings.device)
+        try:
+            free_memory(settings.device)
+        except Exception as error:  # noqa: BLE001 - a broken CUDA context shows here; record it, do not crash
+            recorder.results['cuda_broken'] = recorder.results.get('cuda_broken') or f'{name}: {str(error)[:300]}'
         recorder.save()
+
+
+def is_sticky_cuda_error(error: BaseException) -> bool:
+    """An error after which every CUDA call in this process fails (an illegal address, a device-side assert)."""
+    text = str(error)
+    return any(s in text for s in ('illegal memory access', 'device-side assert', 'unspecified launch failure',
+                                   'misaligned address', 'illegal instruction'))
 
 
 def free_memory(device: str) -> None:
@@ -400,7 +417,8 @@ def section_env(section, settings: Settings, budget: Budget, recorder: Recorder)
                default_config=asdict(triton_module().DEFAULT_CONFIG))
     if settings.device == 'cuda':
         props = torch.cuda.get_device_properties(0)
-        env.update(gpu=torch.cuda.get_device_name(0), capability='.'.join(map(str, torch.cuda.get_device_capability(0))),
+        capability = '.'.join(map(str, torch.cuda.get_device_capability(0)))
+        env.update(gpu=torch.cuda.get_device_name(0), capability=capability,
                    multiprocessors=props.multi_processor_count, memory_gib=round(props.total_memory / 2 ** 30, 1))
         try:
             env['driver'] = subprocess.run(['nvidia-smi', '--query-gpu=driver_version', '--format=csv,noheader'],
@@ -753,7 +771,6 @@ def section_inference(section, settings: Settings, budget: Budget, recorder: Rec
 
 
 def section_compile(section, settings: Settings, budget: Budget, recorder: Recorder) -> None:
-    device = settings.device
     for name in settings.compile_models:
         if budget.left() < 0:
             section['rows'].append(dict(model=name, skipped='budget'))
@@ -761,59 +778,70 @@ def section_compile(section, settings: Settings, budget: Budget, recorder: Recor
         row = dict(model=name, mode='eval, bf16 autocast', batch=settings.compile_batch,
                    backend=settings.compile_backend)
         section['rows'].append(row)
-        torch._dynamo.reset()
-        torch.manual_seed(0)
-        model = create(name, settings).to(device).eval().to(memory_format=torch.channels_last)
-        model.set_dcn_backend('triton')
-        randomize_dcn_sampling(model)
-        x = torch.randn(settings.compile_batch, 3, settings.img_size, settings.img_size, device=device).to(
-            memory_format=torch.channels_last)
-
-        def run(m):
-            with torch.no_grad(), autocast(device):
-                return m(x)
-        eager_logits = run(model).float()
-        try:  # fullgraph: any graph break (at the custom op or elsewhere) raises, naming it
-            compiled = torch.compile(model, fullgraph=True, backend=settings.compile_backend)
-            row['fullgraph'] = True
-            started = time.perf_counter()
-            logits = run(compiled).float()
-            synchronize(device)
-        except Exception as error:  # noqa: BLE001 - recorded; the model is compiled again with breaks allowed
-            row['fullgraph'] = False
-            row['graph_break'] = f'{type(error).__name__}: {str(error)[:1500]}'
-            torch._dynamo.reset()
-            compiled = torch.compile(model, backend=settings.compile_backend)
-            started = time.perf_counter()
-            logits = run(compiled).float()
-            synchronize(device)
-        row['compile_s'] = round(time.perf_counter() - started, 1)
-        row['logits'] = compare(logits, eager_logits)
-        row['ok'] = row['fullgraph'] and row['logits']['rel_l2'] <= COMPILE_LOGITS_TOL
+        compile_eval(row, settings, budget, recorder)
+        free_memory(settings.device)
         recorder.save()
-        if budget.left() > 0:
-            reps = dict(warmup=settings.infer_warmup, reps=settings.infer_reps[-1])
-            eager_ms = time_ms(lambda: run(model), device, **reps)
-            compiled_ms = time_ms(lambda: run(compiled), device, **reps)
-            row.update(eager_images_per_s=settings.compile_batch * 1e3 / eager_ms,
-                       compiled_images_per_s=settings.compile_batch * 1e3 / compiled_ms, speedup=eager_ms / compiled_ms)
-        print(f"   {name}: fullgraph {row['fullgraph']}, compile {row['compile_s']} s, logits rel L2 "
-              f"{row['logits']['rel_l2']:.1e} (tol {COMPILE_LOGITS_TOL:.0e}), speed-up {row.get('speedup', 0):.2f}x",
-              flush=True)
-        model = compiled = None
-        free_memory(device)
-        recorder.save()
-    first = next((r for r in section['rows'] if 'compile_s' in r), None)
+    longest = max((r['compile_s'] for r in section['rows'] if 'compile_s' in r), default=None)
     # a training step compiles the backward too: start it only where about twice an eval compile still fits
-    if settings.compile_train and first is not None and budget.left() > 2 * first['compile_s']:
-        name = settings.compile_models[0]
+    name = settings.compile_train_model
+    if name and longest is not None and budget.left() > 2 * longest:
         torch._dynamo.reset()
-        row = dict(train_throughput(name, 'triton', settings, budget, compile_model=True), mode='train step',
-                   batch=settings.train_batch)
+        row = dict(model=name, mode='train step', batch=settings.train_batch)
         section['rows'].append(row)
+        row.update(train_throughput(name, 'triton', settings, budget, compile_model=True))
         print(f"   {name} compiled training: {row['images_per_s']:.0f} images/s (warm-up incl. compile "
               f"{row['warmup_s']} s)", flush=True)
-        free_memory(device)
+        free_memory(settings.device)
+
+
+def compile_eval(row: Dict[str, Any], settings: Settings, budget: Budget, recorder: Recorder) -> None:
+    """torch.compile(fullgraph=True) of one model in eval (a graph break raises, and is recorded; the model is
+    then compiled with breaks allowed), its logits against eager, and both speeds."""
+    device = settings.device
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    model = create(row['model'], settings).to(device).eval().to(memory_format=torch.channels_last)
+    model.set_dcn_backend('triton')
+    randomize_dcn_sampling(model)
+    x = torch.randn(settings.compile_batch, 3, settings.img_size, settings.img_size, device=device).to(
+        memory_format=torch.channels_last)
+
+    def run(m):
+        with torch.no_grad(), autocast(device):
+            return m(x)
+    eager_logits = run(model).float()
+    compiled, logits = None, None
+    for fullgraph in (True, False):
+        torch._dynamo.reset()
+        try:
+            started = time.perf_counter()
+            compiled = torch.compile(model, fullgraph=fullgraph, backend=settings.compile_backend)
+            logits = run(compiled).float()
+            synchronize(device)
+            row['compile_s'] = round(time.perf_counter() - started, 1)
+            row['fullgraph'] = fullgraph
+            break
+        except Exception as error:  # noqa: BLE001 - recorded: with fullgraph, a graph break raises here
+            if is_sticky_cuda_error(error):
+                raise
+            row['graph_break' if fullgraph else 'compile_error'] = f'{type(error).__name__}: {str(error)[:1500]}'
+            print(f"   {row['model']}: compile (fullgraph={fullgraph}) failed: {type(error).__name__}: "
+                  f"{str(error)[:300]}", flush=True)
+    if logits is None:
+        row['ok'] = False
+        return
+    row['logits'] = compare(logits, eager_logits)
+    row['ok'] = row['fullgraph'] and row['logits']['rel_l2'] <= COMPILE_LOGITS_TOL
+    recorder.save()
+    if budget.left() > 0:
+        reps = dict(warmup=settings.infer_warmup, reps=settings.infer_reps[-1])
+        eager_ms = time_ms(lambda: run(model), device, **reps)
+        compiled_ms = time_ms(lambda: run(compiled), device, **reps)
+        row.update(eager_images_per_s=settings.compile_batch * 1e3 / eager_ms,
+                   compiled_images_per_s=settings.compile_batch * 1e3 / compiled_ms, speedup=eager_ms / compiled_ms)
+    print(f"   {row['model']}: fullgraph {row['fullgraph']}, compile {row['compile_s']} s, logits rel L2 "
+          f"{row['logits']['rel_l2']:.1e} (tol {COMPILE_LOGITS_TOL:.0e}), speed-up {row.get('speedup', 0):.2f}x",
+          flush=True)
 
 
 SECTIONS = dict(env=section_env, correctness=section_correctness, core=section_core, training=section_training,
@@ -940,7 +968,8 @@ def training_table(section: Dict[str, Any]) -> List[str]:
     if not section:
         return []
     lines = ['## Training: bf16 autocast, channels_last, AdamW', '', _status(section), '',
-             '| model | DCN backend | compiled | sampling ops seen | images/s | vs first row | peak GiB | vs first row |',
+             '| model | DCN backend | compiled | sampling ops seen | images/s | vs first row | peak GiB '
+             '| vs first row |',
              '|---|---|---|---|---:|---:|---:|---:|']
     for r in section.get('rows', []):
         if 'images_per_s' not in r:
@@ -977,11 +1006,15 @@ def compile_table(section: Dict[str, Any]) -> List[str]:
              '| compiled images/s | speed-up |', '|---|---|---|---:|---:|---:|---:|---:|']
     for r in section.get('rows', []):
         if r.get('mode') == 'train step':
+            if 'images_per_s' not in r:
+                lines.append(f"| {r['model']} | train step: did not finish | | | | | | |")
+                continue
             lines.append(f"| {r['model']} | train step (bf16 autocast, AdamW), batch {r['batch']} | yes "
                          f"| {r.get('warmup_s')} (with warm-up) | - | - | {_f(r.get('images_per_s'), 0)} | - |")
             continue
         if 'compile_s' not in r:
-            lines.append(f"| {r['model']} | {r.get('skipped') or 'did not finish'} | | | | | | |")
+            note = r.get('skipped') or r.get('compile_error') or r.get('graph_break') or 'did not finish'
+            lines.append(f"| {r['model']} | {str(note)[:300].replace('|', '/')} | | | | | | |")
             continue
         lines.append(f"| {r['model']} | {r['mode']}, batch {r['batch']} | {'yes' if r['fullgraph'] else 'NO'} "
                      f"| {r['compile_s']} | {r['logits']['rel_l2']:.1e} | {_f(r.get('eager_images_per_s'), 0)} "
@@ -1101,6 +1134,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         torch.backends.cudnn.benchmark = True
     started = time.perf_counter()
     for section in args.sections.split(','):
+        if recorder.results.get('cuda_broken'):  # every later CUDA call would fail the same way
+            recorder.section(section).update(status='skipped', error='the CUDA context broke in '
+                                             + recorder.results['cuda_broken'])
+            recorder.save()
+            continue
         run_section(recorder, section, settings, SECTIONS[section])
     recorder.results['total_s'] = round(time.perf_counter() - started, 1)
     recorder.save()
@@ -1115,6 +1153,8 @@ def failed_checks(results: Dict[str, Any]) -> List[str]:
     """Correctness failures and broken sections, one line each."""
     sections = results['sections']
     failed = list(results.get('errors', []))
+    if results.get('cuda_broken'):
+        failed.append(f"the CUDA context broke (later sections skipped): {results['cuda_broken']}")
     correctness = sections.get('correctness', {})
     failed += [f"correctness {r['model']} stage {r['stage']} {r['dtype']}" for r in correctness.get('rows', [])
                if 'ok' in r and not r['ok']]

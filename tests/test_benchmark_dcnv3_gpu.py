@@ -101,3 +101,71 @@ def test_without_cuda_one_line_and_exit_2(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().count('\n') == 0 and 'no CUDA device' in result.stderr
     assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+@pytest.fixture(scope='module')
+def script():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location('dcnv3_gpu_script', SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _recorder(script, tmp_path):
+    settings = script.smoke_settings()
+    return script.Recorder(tmp_path / 'run', settings, smoke=True), settings
+
+
+def test_a_failing_section_is_recorded_and_the_next_one_runs(script, tmp_path):
+    recorder, settings = _recorder(script, tmp_path)
+
+    def broken(section, settings, budget, recorder):
+        section['rows'].append(dict(model='uniconvnet_a', bf16_b1=10.0))
+        raise ValueError('a peer failed to build')
+
+    def fine(section, settings, budget, recorder):
+        section['rows'].append(dict(model='uniconvnet_a', skipped='budget'))
+    script.run_section(recorder, 'inference', settings, broken)
+    script.run_section(recorder, 'compile', settings, fine)
+    saved = json.loads((tmp_path / 'run' / 'gpu_check.json').read_text())
+    assert saved['sections']['inference']['status'] == 'error'
+    assert saved['sections']['inference']['rows'] == [dict(model='uniconvnet_a', bf16_b1=10.0)]  # kept
+    assert saved['errors'] == ['inference: ValueError: a peer failed to build']
+    assert saved['sections']['compile'] == dict(rows=[dict(model='uniconvnet_a', skipped='budget')], status='done',
+                                                seconds=saved['sections']['compile']['seconds'])
+    assert script.failed_checks(saved) == ['inference: ValueError: a peer failed to build']
+    markdown = (tmp_path / 'run' / 'gpu_check.md').read_text()
+    assert '| uniconvnet_a | 77.0 | 10 |' in markdown and 'a peer failed to build' in markdown
+
+
+def test_the_hard_limit_is_not_swallowed_by_a_measurement(script):
+    with pytest.raises(script.SectionTimeout):
+        with script.hard_limit(0.2):
+            while True:
+                try:  # what a measurement loop does with a model that fails to build
+                    sum(range(1000))
+                except Exception:  # noqa: BLE001
+                    pass
+    assert signal_handler_restored(script)
+
+
+def signal_handler_restored(script):
+    import signal
+    return signal.getsignal(signal.SIGALRM) in (signal.SIG_DFL, signal.SIG_IGN, None) \
+        or signal.getsignal(signal.SIGALRM).__name__ != 'expire'
+
+
+def test_a_broken_cuda_context_skips_the_later_sections(script, tmp_path):
+    recorder, settings = _recorder(script, tmp_path)
+
+    def crash(section, settings, budget, recorder):
+        raise RuntimeError('CUDA error: an illegal memory access was encountered')
+    script.run_section(recorder, 'core', settings, crash)
+    assert recorder.results['cuda_broken'].startswith('core: CUDA error')
+    assert any('CUDA context broke' in line for line in script.failed_checks(recorder.results))
+
+
+def test_gpu_folder_names(script):
+    assert script.slug('NVIDIA H200') == 'nvidia-h200'
+    assert script.slug('NVIDIA GeForce RTX 4090 (laptop)') == 'nvidia-geforce-rtx-4090-laptop'
