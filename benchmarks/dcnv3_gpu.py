@@ -1054,7 +1054,8 @@ def plot_frontier(results: Dict[str, Any], path: Path, key: Optional[str] = None
             ax.annotate(label, (x, y), textcoords='offset points', xytext=(4, 4), fontsize=7)
     ax.set_xscale('log')
     mode, batch = key.split('_b')
-    ax.set_xlabel(f'inference throughput, images/s ({mode}, batch {batch}, 224x224)')
+    size = results.get('settings', {}).get('img_size', 224)
+    ax.set_xlabel(f'inference throughput, images/s ({mode}, batch {batch}, {size}x{size})')
     ax.set_ylabel('ImageNet-1k top-1 (%, published)')
     ax.set_title(f"{env.get('gpu', '?')}: torch {env.get('torch', '?')}, Triton {env.get('triton', '?')}, "
                  f"driver {env.get('driver', '?')}", fontsize=8)
@@ -1143,10 +1144,44 @@ def main(argv: Optional[List[str]] = None) -> int:
     recorder.results['total_s'] = round(time.perf_counter() - started, 1)
     recorder.save()
     print('\n' + format_report(recorder.results))
+    print('\n'.join(['', '## Summary', ''] + summary_lines(recorder.results)))
     failed = failed_checks(recorder.results)
     print(f"wrote {recorder.folder / JSON_NAME} and {MARKDOWN_NAME} in {recorder.results['total_s']} s; "
           + (f'FAILED: {"; ".join(failed)}' if failed else 'every check passed'))
     return 1 if failed else 0
+
+
+def summary_lines(results: Dict[str, Any]) -> List[str]:
+    """The headline figures in a few lines (printed last: a console that keeps only the end still shows them)."""
+    sections, lines = results['sections'], []
+    env = sections.get('env', {})
+    lines.append(f"{env.get('gpu')}, driver {env.get('driver')}, torch {env.get('torch')}, Triton {env.get('triton')}")
+    for name, section in sections.items():
+        lines.append(f"{name}: {section.get('status')} in {section.get('seconds')} s"
+                     + (f" ({section['error'][:200]})" if section.get('error') else ''))
+    rows = [r for r in sections.get('correctness', {}).get('rows', []) if 'ok' in r]
+    if rows:
+        whole = (sections['correctness'].get('model') or {}).get('ok')
+        lines.append(f"correctness: {sum(r['ok'] for r in rows)}/{len(rows)} stage checks within tolerance; "
+                     f"whole model: {whole}")
+    core = [r for r in sections.get('core', {}).get('rows', []) if 'speedup_fwdbwd' in r]
+    if core:
+        lines.append('core fwd+bwd speed-up Triton vs PyTorch core: ' + ', '.join(
+            f"{short_name(r['model'])} s{r['stage']} {r['dtype']} {r['speedup_fwdbwd']:.1f}x" for r in core))
+    best = sections.get('core', {}).get('fastest_config')
+    if best:
+        lines.append(f"fastest launch config: {best['name']} {best['config']} ({best['total_fwdbwd_ms']:.2f} ms vs "
+                     f"default {best['default_total_fwdbwd_ms']:.2f} ms)")
+    for r in sections.get('training', {}).get('rows', []):
+        if 'images_per_s' in r:
+            lines.append(f"training {r['model']} ({r['backend']}): {r['images_per_s']:.0f} images/s "
+                         f"({_f(r.get('throughput_ratio'), 2, 'x')}), peak {_f(r['peak_mem_gib'], 2)} GiB "
+                         f"({_f(r.get('memory_ratio'), 2, 'x')})")
+    for r in sections.get('compile', {}).get('rows', []):
+        if 'compile_s' in r:
+            lines.append(f"compile {r['model']}: fullgraph {r['fullgraph']}, {r['compile_s']} s, logits rel L2 "
+                         f"{r['logits']['rel_l2']:.1e}, speed-up {_f(r.get('speedup'), 2, 'x')}")
+    return lines
 
 
 def failed_checks(results: Dict[str, Any]) -> List[str]:
