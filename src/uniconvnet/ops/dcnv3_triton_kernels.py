@@ -12,7 +12,7 @@ inside the program (no atomics for them). Only the input gradient is scattered, 
 
 Two compile-time switches (set by :class:`uniconvnet.ops.dcnv3_triton.TritonConfig`) change speed, not results:
   * ``EVEN_C``: the group width is exactly ``BLOCK_C`` (a power of two), used as a constant. Every channel index is
-    then a known multiple of it, so Triton loads and stores a vector of channels per thread (16 bytes), and each
+    then a known multiple of it, so Triton loads and stores a vector of channels per thread (up to 16 bytes), and each
     thread computes a pixel's sampling position and loads its offsets and mask once for all its channels
     (DCNv4's lesson). Without it, a group width that Triton cannot prove a multiple of 16 (UniConvNet-A's 8)
     gets one channel per thread, and every thread of a pixel repeats that pixel's loads and arithmetic.
