@@ -18,7 +18,8 @@ from .distributed import DistributedContext
 from .run import RunParts, check_settings, run_training
 from .trainer import Task, Trainer
 
-__all__ = ['ClassificationTask', 'build_classification_model', 'build_datasets', 'load_finetune_weights', 'train']
+__all__ = ['ClassificationTask', 'augmentation_of', 'build_classification_model', 'build_datasets',
+           'load_finetune_weights', 'train']
 
 
 class ClassificationTask(Task):
@@ -78,6 +79,12 @@ def build_datasets(data: Optional[str]) -> Tuple[Dataset, Dataset, List[str], st
     return train_set, val_set, train_set.classes, Path(data).resolve().name
 
 
+def augmentation_of(cfg: TrainConfig) -> Augmentation:
+    """The training augmentation ``cfg`` asks for (its recipe's values and the user's flags)."""
+    return Augmentation(scale=(cfg.scale_min, 1.0), hflip=cfg.hflip, color_jitter=cfg.color_jitter,
+                        auto_augment=cfg.auto_augment, re_prob=cfg.reprob, no_aug=cfg.no_aug)
+
+
 def load_finetune_weights(model: nn.Module, path: str, log: Callable[[str], None] = print) -> nn.Module:
     """Load weights to fine-tune from (official ``.pth`` or ours); a head of another class count is dropped.
 
@@ -128,9 +135,7 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
         model = build_classification_model(cfg, num_classes, log)
         pre = Preprocessing.from_model(model, image_size=cfg.image_size, crop_pct=cfg.crop_pct,
                                        interpolation=cfg.interpolation)
-        aug = Augmentation(scale=(cfg.scale_min, 1.0), hflip=cfg.hflip, color_jitter=cfg.color_jitter,
-                           auto_augment=cfg.auto_augment, re_prob=cfg.reprob, no_aug=cfg.no_aug)
-        train_set.transform = build_transform(pre, is_training=True, aug=aug)
+        train_set.transform = build_transform(pre, is_training=True, aug=augmentation_of(cfg))
         val_set.transform = build_transform(pre, is_training=False)
         task = ClassificationTask(cfg.model, class_names, pre, cfg.mixup, cfg.cutmix, cfg.mixup_prob,
                                   cfg.mixup_switch_prob, cfg.smoothing, tag=data_name)
