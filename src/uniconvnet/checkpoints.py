@@ -4,6 +4,7 @@ Files are read by :func:`uniconvnet.io.load_checkpoint_file` (``weights_only`` t
 unpickles arbitrary objects) and written by the atomic writers of :mod:`uniconvnet.io`; both are re-exported
 here, where they always were.
 """
+import argparse
 from pathlib import Path
 from typing import Any, Callable, Dict, Mapping, Optional, Union
 
@@ -13,8 +14,13 @@ import torch.nn as nn
 from .io import CheckpointError, PathLike, atomic_save, atomic_write_text, load_checkpoint_file, save_safetensors
 from .models import checkpoint_filter_fn, create_model, is_uniconvnet, unwrap_state_dict
 
-__all__ = ['CheckpointError', 'load_checkpoint_file', 'atomic_save', 'atomic_write_text', 'save_safetensors',
-           'load_weights', 'num_classes_of', 'convert_official_checkpoint']
+__all__ = ['CheckpointError', 'TIMM_TRAIN_CHECKPOINT_GLOBALS', 'load_checkpoint_file', 'atomic_save', 'atomic_write_text',
+           'save_safetensors', 'load_weights', 'load_timm_train_checkpoint', 'num_classes_of', 'select_weights',
+           'convert_official_checkpoint']
+
+#: what timm's train.py (``timm.utils.CheckpointSaver``) pickles besides tensors and plain containers: the run's
+#: parsed command line. Exactly these classes are allowed when reading such a checkpoint, nothing else.
+TIMM_TRAIN_CHECKPOINT_GLOBALS = (argparse.Namespace,)
 
 
 def num_classes_of(state_dict: Mapping[str, torch.Tensor]) -> int:
@@ -116,6 +122,32 @@ def load_weights(model: nn.Module, checkpoint: Union[PathLike, Mapping[str, Any]
         raise CheckpointError(f'{source} does not fit {_model_label(model)}: missing {missing[:5]}, '
                               f'unexpected {list(unexpected)[:5]}')
     return model
+
+
+def load_timm_train_checkpoint(path: PathLike) -> Dict[str, Any]:
+    """Read a checkpoint that timm's train.py wrote (``model_best.pth.tar``, ``last.pth.tar``, ...).
+
+    ``weights_only`` loading with :data:`TIMM_TRAIN_CHECKPOINT_GLOBALS` allowed (a file holding any other object
+    is refused). Its ``args`` come back as a plain dict; the weights stay under ``state_dict`` and
+    ``state_dict_ema``. Any other checkpoint that :func:`load_checkpoint_file` reads is returned as it is.
+    """
+    checkpoint = load_checkpoint_file(path, allowed_globals=TIMM_TRAIN_CHECKPOINT_GLOBALS)
+    if isinstance(checkpoint, dict) and isinstance(checkpoint.get('args'), argparse.Namespace):
+        checkpoint = dict(checkpoint, args=vars(checkpoint['args']))
+    return checkpoint
+
+
+def select_weights(checkpoint: Mapping[str, Any], use_ema: bool = False, source: str = 'the checkpoint'
+                   ) -> Dict[str, torch.Tensor]:
+    """The weights of a checkpoint: the trained model's, or with ``use_ema`` its EMA's (``model_ema``, timm's
+    ``state_dict_ema``); a checkpoint without EMA weights is an error then."""
+    if use_ema:
+        for key in ('model_ema', 'state_dict_ema'):
+            if isinstance(checkpoint.get(key), Mapping):
+                return unwrap_state_dict(dict(checkpoint[key]))
+        raise CheckpointError(f'{source} holds no EMA weights (no model_ema or state_dict_ema); convert it without '
+                              f'--use-ema')
+    return unwrap_state_dict(dict(checkpoint))
 
 
 def convert_official_checkpoint(src: PathLike, dst: PathLike, model_name: str) -> Path:
