@@ -15,6 +15,7 @@ from ..models import check_model_name, create_model, is_uniconvnet
 from .artifacts import write_model_config
 from .config import TrainConfig
 from .distributed import DistributedContext
+from .model_card import classification_model_card
 from .run import RunParts, check_settings, run_training
 from .trainer import Task, Trainer
 
@@ -68,6 +69,11 @@ class ClassificationTask(Task):
     def write_config(self, model: nn.Module, path: Path) -> Path:
         """timm's ``config.json``: the output folder loads with ``timm.create_model('local-dir:...')``."""
         return write_model_config(model, path, self.metadata())
+
+    def model_card(self, trainer: Trainer) -> Optional[str]:
+        """The Hub model card: variant, data, recipe, results, curves, how to load with timm and transformers."""
+        return classification_model_card(trainer, self.model_name, self.tag, self.class_names,
+                                         list(self.preprocessing.input_size))
 
 
 def build_datasets(data: Optional[str]) -> Tuple[Dataset, Dataset, List[str], str]:

@@ -4,7 +4,8 @@ A :class:`Task` says how a batch becomes a loss and how validation batches becom
 :class:`Trainer` does the rest: timm optimiser (with layer-wise lr decay) and scheduler, mixed precision,
 gradient accumulation, clipping, the NaN/inf guard, EMA, DistributedDataParallel, progress, ``metrics.jsonl``,
 ``curves.png``, atomic ``last.pt``/``best.pt`` with everything needed to resume, and the final
-``model.safetensors`` + ``config.json`` (timm's format: ``timm.create_model('local-dir:OUTPUT')`` loads it).
+``model.safetensors`` + ``config.json`` (timm's format: ``timm.create_model('local-dir:OUTPUT')`` loads it) with the
+task's model card (``README.md``: the folder is a Hub model repository).
 """
 import contextlib
 import json
@@ -88,6 +89,10 @@ class Task:
     def write_config(self, model: nn.Module, path: Path) -> Path:
         """``config.json`` beside the final weights: the metadata as JSON (classification writes timm's format)."""
         return atomic_write_text(path, json.dumps(self.metadata(), indent=2))
+
+    def model_card(self, trainer: 'Trainer') -> Optional[str]:
+        """``README.md`` of the finished run's output folder (a Hub model card), or None to write none."""
+        return None
 
 
 def make_logger(path: Path, enabled: bool) -> Callable[[str], None]:
@@ -460,6 +465,9 @@ class Trainer:
             if self.ctx.is_main:
                 self.export()
                 self._write_records()
+                card = self.task.model_card(self)
+                if card:
+                    atomic_write_text(self.output / 'README.md', card)
         except KeyboardInterrupt:
             raise TrainingInterrupted(min(epoch + 1, self.cfg.epochs), self.cfg.epochs, self.last_checkpoint,
                                       max(self.saved_epochs, self.start_epoch), self.output) from None
