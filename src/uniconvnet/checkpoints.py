@@ -14,9 +14,9 @@ import torch.nn as nn
 from .io import CheckpointError, PathLike, atomic_save, atomic_write_text, load_checkpoint_file, save_safetensors
 from .models import checkpoint_filter_fn, create_model, is_uniconvnet, unwrap_state_dict
 
-__all__ = ['CheckpointError', 'TIMM_TRAIN_CHECKPOINT_GLOBALS', 'load_checkpoint_file', 'atomic_save', 'atomic_write_text',
-           'save_safetensors', 'load_weights', 'load_timm_train_checkpoint', 'num_classes_of', 'select_weights',
-           'convert_official_checkpoint']
+__all__ = ['CheckpointError', 'TIMM_TRAIN_CHECKPOINT_GLOBALS', 'load_checkpoint_file', 'atomic_save',
+           'atomic_write_text', 'save_safetensors', 'load_weights', 'load_timm_train_checkpoint', 'num_classes_of',
+           'select_weights', 'convert_official_checkpoint']
 
 #: what timm's train.py (``timm.utils.CheckpointSaver``) pickles besides tensors and plain containers: the run's
 #: parsed command line. Exactly these classes are allowed when reading such a checkpoint, nothing else.

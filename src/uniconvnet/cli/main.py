@@ -6,7 +6,7 @@ import sys
 from typing import List, Optional
 
 from ..engine.trainer import TrainingDiverged, TrainingInterrupted
-from . import bench, detseg, erf, evaluate, export, predict, train, yolo
+from . import bench, detseg, erf, evaluate, export, predict, shards, train, yolo
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="convert the EMA weights (timm's state_dict_ema, our model_ema) instead of the model's")
     p.set_defaults(func=_cmd_convert)
 
-    for command in (erf, train, evaluate, predict, detseg, bench, export, yolo):  # each module adds its subcommands
+    for command in (erf, train, shards, evaluate, predict, detseg, bench, export, yolo):  # each module adds its subcommands
         command.add_parser(sub)
     return parser
 

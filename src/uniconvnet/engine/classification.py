@@ -10,7 +10,8 @@ from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from torch.utils.data import Dataset
 
 from ..checkpoints import load_weights
-from ..data import DIGITS_CLASSES, Augmentation, DigitsDataset, ImageFolderDataset, Preprocessing, build_transform
+from ..data import (DIGITS_CLASSES, Augmentation, DigitsDataset, ImageFolderDataset, Preprocessing, build_transform,
+                    open_data_source)
 from ..models import check_model_name, create_model, is_uniconvnet
 from .artifacts import write_model_config
 from .config import TrainConfig
@@ -130,7 +131,13 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
     history, the best ``val_top1`` and the output folder.
     """
     _check_config(cfg)
-    train_set, val_set, class_names, data_name = build_datasets(cfg.data)
+    # shards and Hugging Face datasets: metadata now, the datasets once the process group is up (setup)
+    source = open_data_source(cfg.data) if cfg.data else None
+    if source is None:
+        folder_sets = build_datasets(cfg.data)
+        class_names, data_name = folder_sets[2], folder_sets[3]
+    else:
+        class_names, data_name = source.class_names, source.name
     num_classes = len(class_names)
     if cfg.num_classes is not None and cfg.num_classes != num_classes:
         raise ValueError(f'--num-classes {cfg.num_classes} (recipe {cfg.recipe}) but the data has '
@@ -138,6 +145,11 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
                          f'{cfg.num_classes} classes')
 
     def setup(ctx: DistributedContext, log: Callable[[str], None]) -> RunParts:
+        if source is None:
+            train_set, val_set = folder_sets[:2]
+        else:
+            train_set, val_set = source.datasets(ctx.world_size, ctx.rank, cfg.batch_size, cfg.workers, cfg.seed,
+                                                 log)
         model = build_classification_model(cfg, num_classes, log)
         pre = Preprocessing.from_model(model, image_size=cfg.image_size, crop_pct=cfg.crop_pct,
                                        interpolation=cfg.interpolation)
@@ -149,11 +161,13 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
             log('warning: bf16 on CPU with inputs under 32x32 gives 1x1 feature maps, for which PyTorch\'s bf16 '
                 'convolution computes wrong weight gradients (docs/training.md, known issues); use --amp fp16 or none')
         params = sum(p.numel() for p in model.parameters())
+        per_process = ' per process and epoch (streamed)' if source is not None and source.streams else ''
 
         def describe(trainer: Trainer) -> List[str]:
             return [
                 f'{cfg.model} ({params / 1e6:.2f}M parameters), {num_classes} classes, data {data_name}: '
-                f'{len(train_set)} train / {len(val_set)} val images at {pre.input_size[1]}x{pre.input_size[2]}',
+                f'{len(train_set)} train / {len(val_set)} val images{per_process} at '
+                f'{pre.input_size[1]}x{pre.input_size[2]}',
                 f'recipe {cfg.recipe}: {cfg.epochs} epochs ({cfg.warmup_epochs:g} warm-up), {cfg.opt}, weight decay '
                 f'{cfg.weight_decay:g}, layer decay {cfg.layer_decay}, drop path {cfg.drop_path or 0:g}, mixup '
                 f'{cfg.mixup:g}, cutmix {cfg.cutmix:g}, smoothing {cfg.smoothing:g}, EMA {cfg.ema_decay:g}, '

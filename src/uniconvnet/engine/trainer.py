@@ -25,6 +25,7 @@ from timm.utils import ModelEmaV3
 from torch.utils.data import DataLoader
 
 from ..data.folder import CorruptImageError
+from ..data.loader import set_epoch
 from ..io import atomic_save, atomic_write_text, save_safetensors
 from .config import TrainConfig
 from .distributed import DistributedContext
@@ -323,8 +324,7 @@ class Trainer:
         """One pass over the training data; returns the mean loss of the applied updates."""
         cfg = self.cfg
         self.train_model.train()
-        if hasattr(self.train_loader.sampler, 'set_epoch'):
-            self.train_loader.sampler.set_epoch(epoch)
+        set_epoch(self.train_loader, epoch)
         n = self.batches_per_epoch
         progress = Progress(n, f'epoch {epoch + 1}/{cfg.epochs}', self.ctx.is_main, log_interval=cfg.log_interval,
                             write=self.log)
@@ -513,11 +513,15 @@ def evaluate_task(task: Task, model: nn.Module, loader: DataLoader, ctx: Distrib
     autocast = (torch.autocast(ctx.device.type, dtype=amp_dtype) if amp_dtype is not None
                 else contextlib.nullcontext())
     batches = iter(loader)
-    for _ in range(len(loader) if max_batches is None else min(max_batches, len(loader))):
+    seen = 0
+    while max_batches is None or seen < max_batches:  # to the end: a shard stream's length is only an estimate
         try:
             batch = next(batches)
+        except StopIteration:
+            break
         except CorruptImageError as e:
             raise _clean_worker_error(e) from None
+        seen += 1
         batch = _move(batch, ctx.device, channels_last)
         with autocast:
             out = task.evaluation_sums(model, batch)
