@@ -5,9 +5,9 @@ import pytest
 import timm
 import torch
 
-from uniconvnet.checkpoints import (
-    CheckpointError, atomic_save, convert_official_checkpoint, load_checkpoint_file, load_weights, save_safetensors)
+from uniconvnet.checkpoints import CheckpointError, atomic_save, load_checkpoint_file, load_weights, save_safetensors
 from uniconvnet.cli.main import main as cli_main
+from uniconvnet.engine import convert_checkpoint
 from uniconvnet.models import checkpoint_filter_fn
 
 
@@ -21,7 +21,7 @@ def test_converter_refuses_other_variant(official_a, tmp_path):
     src = tmp_path / 'a.pth'
     torch.save({'model': official_a['state_dict']}, src)
     with pytest.raises(ValueError, match='checkpoint is for uniconvnet_a'):
-        convert_official_checkpoint(src, tmp_path / 'out.safetensors', 'uniconvnet_n0')
+        convert_checkpoint(src, tmp_path / 'out.safetensors', 'uniconvnet_n0')
     assert not (tmp_path / 'out.safetensors').exists()
 
 
@@ -29,11 +29,11 @@ def test_converter_refuses_leftover_and_missing_keys(official_a, tmp_path):
     extra = dict(official_a['state_dict'], **{'stages.0.0.attn.extra.weight': torch.zeros(3)})
     torch.save({'model': extra}, tmp_path / 'extra.pth')
     with pytest.raises(ValueError, match=r'unexpected keys.*stages\.0\.blocks\.0\.attn\.extra\.weight'):
-        convert_official_checkpoint(tmp_path / 'extra.pth', tmp_path / 'o.safetensors', 'uniconvnet_a')
+        convert_checkpoint(tmp_path / 'extra.pth', tmp_path / 'o.safetensors', 'uniconvnet_a')
     short = {k: v for k, v in official_a['state_dict'].items() if k != 'stages.1.0.dcn.offset.bias'}
     torch.save({'model': short}, tmp_path / 'short.pth')
     with pytest.raises(ValueError, match=r'missing keys.*stages\.1\.blocks\.0\.dcn\.offset\.bias'):
-        convert_official_checkpoint(tmp_path / 'short.pth', tmp_path / 'o.safetensors', 'uniconvnet_a')
+        convert_checkpoint(tmp_path / 'short.pth', tmp_path / 'o.safetensors', 'uniconvnet_a')
 
 
 def test_cli_convert(official_a, tmp_path, capsys):

@@ -1,22 +1,21 @@
-"""Checkpoints: loading weights into a model (:func:`load_weights`) and converting official checkpoints.
+"""Checkpoints: loading weights into a model (:func:`load_weights`), reading timm's training checkpoints.
 
 Files are read by :func:`uniconvnet.io.load_checkpoint_file` (``weights_only`` torch files or safetensors: nothing
 unpickles arbitrary objects) and written by the atomic writers of :mod:`uniconvnet.io`; both are re-exported
 here, where they always were.
 """
 import argparse
-from pathlib import Path
 from typing import Any, Callable, Dict, Mapping, Optional, Union
 
 import torch
 import torch.nn as nn
 
 from .io import CheckpointError, PathLike, atomic_save, atomic_write_text, load_checkpoint_file, save_safetensors
-from .models import checkpoint_filter_fn, create_model, is_uniconvnet, unwrap_state_dict
+from .models import checkpoint_filter_fn, is_uniconvnet, unwrap_state_dict
 
 __all__ = ['CheckpointError', 'TIMM_TRAIN_CHECKPOINT_GLOBALS', 'load_checkpoint_file', 'atomic_save',
            'atomic_write_text', 'save_safetensors', 'load_weights', 'load_timm_train_checkpoint', 'num_classes_of',
-           'select_weights', 'convert_official_checkpoint']
+           'select_weights']
 
 #: what timm's train.py (``timm.utils.CheckpointSaver``) pickles besides tensors and plain containers: the run's
 #: parsed command line. Exactly these classes are allowed when reading such a checkpoint, nothing else.
@@ -148,20 +147,3 @@ def select_weights(checkpoint: Mapping[str, Any], use_ema: bool = False, source:
         raise CheckpointError(f'{source} holds no EMA weights (no model_ema or state_dict_ema); convert it without '
                               f'--use-ema')
     return unwrap_state_dict(dict(checkpoint))
-
-
-def convert_official_checkpoint(src: PathLike, dst: PathLike, model_name: str) -> Path:
-    """Convert an official UniConvNet ``.pth`` into our layout as safetensors.
-
-    Refuses, naming the keys, when anything in the checkpoint is left over or missing, or when shapes do not
-    match ``model_name`` (then it names the variant the checkpoint is for).
-    """
-    state_dict = unwrap_state_dict(load_checkpoint_file(src))
-    model = create_model(model_name, num_classes=num_classes_of(state_dict), device='meta')
-    converted = checkpoint_filter_fn(state_dict, model)
-    expected = set(model.state_dict())
-    leftover, missing = sorted(set(converted) - expected), sorted(expected - set(converted))
-    if leftover or missing:
-        raise CheckpointError(f'{src} does not convert cleanly to {model_name}: left over {leftover[:10]}, '
-                              f'missing {missing[:10]}')
-    return save_safetensors(converted, dst, metadata={'model': model_name, 'source': Path(src).name})

@@ -28,7 +28,6 @@ import importlib
 import io
 import json
 import math
-import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
