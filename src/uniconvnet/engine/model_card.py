@@ -1,7 +1,7 @@
 """The model card (``README.md``) of a training run's output folder, so that the folder is a Hub model repository.
 
 With ``config.json`` (timm's format) and ``model.safetensors`` beside it, the folder uploads as it is
-(``huggingface-cli upload USER/REPO OUTPUT``) and loads with timm (``local-dir:`` / ``hf-hub:``) and transformers.
+(``hf upload USER/REPO OUTPUT``) and loads with timm (``local-dir:`` / ``hf-hub:``) and transformers.
 """
 import json
 import math
