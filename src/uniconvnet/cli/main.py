@@ -50,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="convert the EMA weights (timm's state_dict_ema, our model_ema) instead of the model's")
     p.set_defaults(func=_cmd_convert)
 
-    for command in (erf, train, shards, evaluate, predict, detseg, bench, export, yolo):  # each module adds its subcommands
+    # each module adds its subcommands
+    for command in (erf, train, shards, evaluate, predict, detseg, bench, export, yolo):
         command.add_parser(sub)
     return parser
 
