@@ -203,3 +203,17 @@ def test_bad_sources_name_the_fix(tmp_path, capsys):
     datasets.Dataset.from_dict({'image': [image_of(0)], 'label': [0]}).save_to_disk(str(tmp_path / 'single'))
     assert cli_main(['train', '--data', str(tmp_path / 'single')]) == 2
     assert 'holds a single dataset' in capsys.readouterr().err
+
+
+def test_sources_are_recognised(sources):
+    from uniconvnet.data import open_data_source
+    names = [f'class{c}' for c in range(NUM_CLASSES)]
+    assert open_data_source(str(sources / 'folder')) is None  # an image folder: the folder reader
+    for data, kind in ((f'wds/{sources / "shards"}', 'wds'), (f'WDS/{sources / "shards"}', 'wds'),
+                       (str(sources / 'saved'), 'saved'), (f'hfds/{sources / "saved"}', 'saved')):
+        source = open_data_source(data)
+        assert (source.kind, source.class_names, source.streams) == (kind, names, kind == 'wds'), data
+    train, val = open_data_source(str(sources / 'saved')).datasets(1, 0, batch_size=4, workers=0, seed=0)
+    assert (len(train), len(val)) == (len(TRAIN_IDS), len(VAL_IDS))
+    image, label = train[5]
+    assert (id_of(image), label) == (TRAIN_IDS[5], label_of(TRAIN_IDS[5]))
