@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The README's frontier: every UniConvNet variant with ImageNet-1k weights at 224 (A, P0-P2, N0-N3, T, S, B)
-# against the timm peers of the shipped top-1 table (uniconvnet/analysis/peers.py), measured on this machine.
+# against the timm peers of the shipped top-1 table (uniconvnet/speed/peers.py), measured on this machine.
 #
 #   bash benchmarks/frontier.sh            # CPU: results/frontier_cpu.{md,json} and frontier_cpu_{latency,memory}.png
 #   bash benchmarks/frontier.sh cuda       # GPU: results/frontier_cuda.*

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from uniconvnet.analysis.benchmark import ModelSpec, format_profile, profile_inference
+from uniconvnet.speed.benchmark import ModelSpec, format_profile, profile_inference
 from uniconvnet.cli.main import main
 
 
@@ -93,3 +93,17 @@ def test_ctrl_c_stops_bench_in_one_line(tmp_path):
     assert lines[-1].strip() == ('uniconvnet bench: interrupted; nothing half-written is left behind (every file '
                                  'is written atomically)')
     assert not any('Traceback' in line for line in lines)
+
+
+@pytest.mark.parametrize('module', ['benchmark', 'frontier', 'peers', 'complexity'])
+def test_old_import_paths_still_work_with_a_deprecation_warning(module):
+    """The speed tools moved from uniconvnet.analysis to uniconvnet.speed; the old names import for one release."""
+    import importlib
+    import sys
+    sys.modules.pop(f'uniconvnet.analysis.{module}', None)
+    with pytest.warns(DeprecationWarning, match=f'uniconvnet.analysis.{module} moved to uniconvnet.speed.{module}'):
+        old = importlib.import_module(f'uniconvnet.analysis.{module}')
+    assert old is importlib.import_module(f'uniconvnet.speed.{module}')  # the same module: private names too
+    import uniconvnet.analysis
+    with pytest.warns(DeprecationWarning, match='uniconvnet.speed.measure_complexity'):
+        assert uniconvnet.analysis.measure_complexity is importlib.import_module('uniconvnet.speed').measure_complexity

@@ -6,8 +6,9 @@ import timm
 import torch
 
 import uniconvnet  # noqa: F401  (registers the models)
-from uniconvnet.analysis.frontier import format_frontier, frontier_rows, plot_frontier
-from uniconvnet.analysis.peers import PEERS, UNICONVNET, resolve_peers, resolve_variants
+from uniconvnet.speed.frontier import format_frontier, frontier_rows
+from uniconvnet.speed.plots import plot_frontier
+from uniconvnet.speed.peers import PEERS, UNICONVNET, resolve_peers, resolve_variants
 from uniconvnet.cli.main import main
 
 PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
@@ -160,6 +161,6 @@ def test_frontier_bad_input(capsys, tmp_path):
 
 
 def test_log_axis_labels_only_2_3_5_between_decades():
-    from uniconvnet.analysis.frontier import _sparse_log_label
+    from uniconvnet.speed.plots import _sparse_log_label
     assert [_sparse_log_label(v) for v in (20, 30, 40, 50, 70, 200, 300, 500, 900)] == \
         ['20', '30', '', '50', '', '200', '300', '500', '']

@@ -1,6 +1,6 @@
-"""``uniconvnet bench``: speed and memory of models side by side (:mod:`uniconvnet.analysis.benchmark`), or the
+"""``uniconvnet bench``: speed and memory of models side by side (:mod:`uniconvnet.speed.benchmark`), or the
 accuracy-latency-memory frontier of UniConvNet against timm peers (``--frontier``,
-:mod:`uniconvnet.analysis.frontier`)."""
+:mod:`uniconvnet.speed.frontier`)."""
 import argparse
 import sys
 from pathlib import Path
@@ -61,8 +61,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_side_by_side(args: argparse.Namespace) -> int:
-    from ..analysis.benchmark import RUNTIMES, format_benchmark, format_profile, profile_inference, run_benchmark
-    from ..analysis.benchmark import save_report
+    from ..speed.benchmark import RUNTIMES, format_benchmark, format_profile, profile_inference, run_benchmark
+    from ..speed.benchmark import save_report
     frontier_only = [flag for flag, value in (('--variants', args.variants), ('--peers', args.peers),
                                               ('--plots', args.plots), ('--plot-only', args.plot_only)) if value]
     if frontier_only:
@@ -87,8 +87,9 @@ def _run_side_by_side(args: argparse.Namespace) -> int:
 
 
 def _run_frontier(args: argparse.Namespace) -> int:
-    from ..analysis.frontier import format_frontier, load_frontier, plot_frontier, run_frontier
-    from ..analysis.peers import DEFAULT_PEERS, DEFAULT_VARIANTS, resolve_peers, resolve_variants
+    from ..speed.frontier import format_frontier, load_frontier, run_frontier
+    from ..speed.plots import plot_frontier
+    from ..speed.peers import DEFAULT_PEERS, DEFAULT_VARIANTS, resolve_peers, resolve_variants
     side_by_side_only = [flag for flag, value in (('--models', args.models), ('--reference', args.reference),
                                                   ('--profile', args.profile)) if value]
     if side_by_side_only:
@@ -116,7 +117,7 @@ def _run_frontier(args: argparse.Namespace) -> int:
 
 def _saved_models(report, variants, peers):
     """The models of a saved frontier report to show: those named, else every measured one of each family."""
-    from ..analysis.peers import resolve_peers, resolve_variants
+    from ..speed.peers import resolve_peers, resolve_variants
     models = report['models']
     names = []
     for family, requested, resolve in (('uniconvnet', variants, resolve_variants), ('peer', peers, resolve_peers)):

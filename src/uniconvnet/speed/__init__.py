@@ -1,0 +1,24 @@
+"""What a model costs and how it compares: parameters and MACs, latency in every runtime, training time and memory,
+and the accuracy-latency frontier of UniConvNet against timm peers of published top-1.
+
+* :mod:`.complexity`: parameters and MACs, counted on the meta device (``uniconvnet models``);
+* :mod:`.benchmark`: models side by side, interleaved (``uniconvnet bench``);
+* :mod:`.peers`: published ImageNet-1k top-1 of the variants and of timm peers, each with its source;
+* :mod:`.frontier`: each variant against the fastest peer at least as accurate (``uniconvnet bench --frontier``);
+* :mod:`.plots`: the frontier's figures (matplotlib, imported when drawing).
+
+The ``benchmarks/`` folder of the repository holds the scripts that run these tools with the README's settings.
+"""
+from .benchmark import (ModelSpec, format_benchmark, format_profile, profile_inference, run_benchmark, save_report,
+                        train_peak_memory_mb)
+from .complexity import (ModelComplexity, count_parameters, format_variants_table, measure_complexity,
+                         variants_table)
+from .frontier import format_frontier, frontier_rows, load_frontier, run_frontier
+from .peers import DEFAULT_PEERS, DEFAULT_VARIANTS, PEERS, UNICONVNET, Published, resolve_peers, resolve_variants
+from .plots import plot_frontier
+
+__all__ = ['DEFAULT_PEERS', 'DEFAULT_VARIANTS', 'ModelComplexity', 'ModelSpec', 'PEERS', 'Published', 'UNICONVNET',
+           'count_parameters', 'format_benchmark', 'format_frontier', 'format_profile', 'format_variants_table',
+           'frontier_rows', 'load_frontier', 'measure_complexity', 'plot_frontier', 'profile_inference',
+           'resolve_peers', 'resolve_variants', 'run_benchmark', 'run_frontier', 'save_report',
+           'train_peak_memory_mb', 'variants_table']
