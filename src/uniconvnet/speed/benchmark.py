@@ -17,14 +17,11 @@ Model specs are timm names with optional modes after a colon, e.g. ``uniconvnet_
 columns), :func:`time_training`, :func:`train_peak_memory_mb`, then the ratios.
 """
 import json
-import multiprocessing
 import re
 import statistics
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
@@ -35,76 +32,17 @@ from ..export import export_model
 from ..io import atomic_write
 from ..models import create_model
 from .complexity import measure_complexity
+from .memory import train_peak_memory_mb
+from .spec import ModelSpec, Runner, check_device, synchronized, train_step_runner
 
 __all__ = ['RUNTIMES', 'ModelSpec', 'format_benchmark', 'format_profile', 'measure_complexity_of', 'profile_inference',
            'pytorch_column', 'run_benchmark', 'runtime_columns', 'save_report', 'time_inference', 'time_training',
            'train_peak_memory_mb']
 
-MODES = ('plain', 'fused', 'compile')
 # deployment runtimes measured on our exports (CPU only); each one's latencies are reported as '<runtime>_ms'
 RUNTIMES = ('onnxruntime', 'openvino')
-Runner = Callable[[], Any]
 # a latency column: given the input images (on the CPU), one runner per model label
 Column = Callable[[torch.Tensor], Dict[str, Runner]]
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """A timm model name and how to run it."""
-    name: str
-    plain: bool = False
-    fused: bool = False
-    compiled: bool = False
-
-    @classmethod
-    def parse(cls, text: str) -> 'ModelSpec':
-        name, _, modes = text.partition(':')
-        flags = [m for m in modes.split(',') if m]
-        unknown = [m for m in flags if m not in MODES]
-        if unknown or not name:
-            raise ValueError(f'bad model spec {text!r}: use NAME or NAME:MODE[,MODE] with modes {", ".join(MODES)}')
-        return cls(name, plain='plain' in flags, fused='fused' in flags, compiled='compile' in flags)
-
-    @property
-    def label(self) -> str:
-        modes = [m for m, on in zip(MODES, (self.plain, self.fused, self.compiled)) if on]
-        return self.name + (':' + ','.join(modes) if modes else '')
-
-    @property
-    def trainable(self) -> bool:
-        return not (self.fused or self.compiled)
-
-    def build(self, train: bool = False, device: str = 'cpu') -> nn.Module:
-        model = create_model(self.name)
-        if self.plain:
-            if not hasattr(model, 'set_dcn_backend'):
-                raise ValueError(f'{self.name} has no DCNv3 layers; drop the "plain" mode')
-            model.set_dcn_backend('torch')
-        model.to(device).train(train)
-        if self.fused:
-            if not hasattr(model, 'fuse'):
-                raise ValueError(f'{self.name} has no fuse(); drop the "fused" mode')
-            model.fuse()
-        return torch.compile(model) if self.compiled else model
-
-
-def _check_device(device: str) -> str:
-    if device not in ('cpu', 'cuda'):
-        raise ValueError(f'unknown device {device!r}: use cpu or cuda')
-    if device == 'cuda' and not torch.cuda.is_available():
-        raise ValueError('--device cuda: no CUDA device is visible to PyTorch; use --device cpu')
-    return device
-
-
-def _synchronized(run: Runner, device: str) -> Runner:
-    """``run`` followed by a wait for the device, so that wall time covers the work it queued."""
-    if device != 'cuda':
-        return run
-
-    def synchronized() -> None:
-        run()
-        torch.cuda.synchronize()
-    return synchronized
 
 
 def _median_ms(times: List[float]) -> float:
@@ -150,7 +88,7 @@ def pytorch_column(models: Mapping[str, nn.Module], device: str = 'cpu') -> Colu
     """The PyTorch latency column: each model's forward on the images moved to ``device``."""
     def runners(images: torch.Tensor) -> Dict[str, Runner]:
         x = images.to(device)
-        return {label: _synchronized(lambda m=model: m(x), device) for label, model in models.items()}
+        return {label: synchronized(lambda m=model: m(x), device) for label, model in models.items()}
     return runners
 
 
@@ -239,63 +177,11 @@ def runtime_columns(models: Mapping[str, nn.Module], runtimes: Sequence[str], im
 
 # ---- step: training ----------------------------------------------------------------------------------------------
 
-def _train_step_runner(model: nn.Module, batch: int, image_size: int, device: str = 'cpu') -> Runner:
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    images = torch.randn(batch, 3, image_size, image_size, device=device)
-    num_classes = getattr(model, 'num_classes', 1000)
-    targets = torch.randint(0, max(num_classes, 1), (batch,), device=device)
-    loss_fn = nn.CrossEntropyLoss()
-
-    def step() -> None:
-        optimizer.zero_grad(set_to_none=True)
-        loss_fn(model(images), targets).backward()
-        optimizer.step()
-    return _synchronized(step, device)
-
-
 def time_training(specs: Sequence[ModelSpec], batch: int, image_size: int, runs: int,
                   device: str = 'cpu') -> Dict[str, float]:
     """Median time (ms) of a training step (forward, backward, AdamW) of each spec, interleaved, after one warm-up."""
-    steps = {s.label: _train_step_runner(s.build(train=True, device=device), batch, image_size, device) for s in specs}
+    steps = {s.label: train_step_runner(s.build(train=True, device=device), batch, image_size, device) for s in specs}
     return _interleaved(steps, runs, 1)
-
-
-def _rss_mb(field: str) -> float:
-    status = Path('/proc/self/status').read_text()
-    return int(re.search(rf'{field}:\s+(\d+)', status).group(1)) / 1024
-
-
-def _train_peak_memory_worker(spec: ModelSpec, batch: int, image_size: int, threads: Optional[int],
-                              device: str) -> float:
-    if threads:
-        torch.set_num_threads(threads)
-    if device == 'cuda':
-        model = spec.build(train=True, device=device)
-        step = _train_step_runner(model, batch, image_size, device)
-        step()  # gradients and optimizer state now exist
-        torch.cuda.reset_peak_memory_stats()
-        step()
-        return torch.cuda.max_memory_allocated() / 2 ** 20
-    start = _rss_mb('VmRSS')
-    model = spec.build(train=True)
-    step = _train_step_runner(model, batch, image_size)
-    step()
-    Path('/proc/self/clear_refs').write_text('5')  # reset the peak resident size to the current one
-    step()
-    return _rss_mb('VmHWM') - start
-
-
-def train_peak_memory_mb(spec: ModelSpec, batch: int, image_size: int, threads: Optional[int] = None,
-                         device: str = 'cpu') -> float:
-    """Peak memory of a training step (MB), measured in a fresh process.
-
-    On the CPU: resident memory above the process's size before the model was built, including weights,
-    gradients, AdamW state, activations and allocator slack (Linux only: it reads and resets the kernel's
-    peak-RSS counter). On CUDA: the peak of ``torch.cuda.max_memory_allocated`` during the step.
-    """
-    # a process pool whose worker may die (killed for memory) raises BrokenProcessPool instead of hanging
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context('spawn')) as pool:
-        return pool.submit(_train_peak_memory_worker, spec, batch, image_size, threads, device).result()
 
 
 # ---- the whole benchmark -----------------------------------------------------------------------------------------
@@ -348,7 +234,7 @@ def run_benchmark(
     ratios against the reference.
     """
     _check_counts(runs, warmup, train_runs, batch_sizes, train_batch)
-    device = _check_device(device)
+    device = check_device(device)
     specs = _specs_with_reference(models, reference)
     if threads:
         torch.set_num_threads(threads)

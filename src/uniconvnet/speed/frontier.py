@@ -23,8 +23,9 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 
-from .benchmark import (ModelSpec, _check_counts, _check_device, measure_complexity_of, pytorch_column, save_report,
-                        time_inference, time_training, train_peak_memory_mb)
+from .benchmark import _check_counts, measure_complexity_of, pytorch_column, save_report, time_inference, time_training
+from .memory import train_peak_memory_mb
+from .spec import ModelSpec, check_device
 from .peers import Published
 
 __all__ = ['format_frontier', 'frontier_rows', 'load_frontier', 'run_frontier']
@@ -101,7 +102,7 @@ def run_frontier(
     is written to ``json_path`` after every step. Returns it; the requested models are in ``report['requested']``.
     """
     _check_counts(runs, warmup, train_runs, batch_sizes, train_batch)
-    device = _check_device(device)
+    device = check_device(device)
     if not variants or not peers:
         raise ValueError('the frontier needs at least one UniConvNet variant and one peer')
     if threads:
