@@ -17,7 +17,6 @@ Model specs are timm names with optional modes after a colon, e.g. ``uniconvnet_
 columns), :func:`time_training`, :func:`train_peak_memory_mb`, then the ratios.
 """
 import json
-import re
 import statistics
 import tempfile
 import time
@@ -28,19 +27,19 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Seque
 import torch
 import torch.nn as nn
 
-from ..export import export_model
 from ..io import atomic_write
-from ..models import create_model
+from ..models import create_model, is_uniconvnet
 from .complexity import measure_complexity
 from .memory import train_peak_memory_mb
+from .runtimes import DEPLOYMENT_RUNTIMES, Exporter, Session, deployed, torch_threads, usable_runtimes
 from .spec import ModelSpec, Runner, check_device, synchronized, train_step_runner
 
-__all__ = ['RUNTIMES', 'ModelSpec', 'format_benchmark', 'format_profile', 'measure_complexity_of', 'profile_inference',
-           'pytorch_column', 'run_benchmark', 'runtime_columns', 'save_report', 'time_inference', 'time_training',
-           'train_peak_memory_mb']
+__all__ = ['RUNTIMES', 'ModelSpec', 'format_benchmark', 'format_profile', 'interleaved_medians',
+           'measure_complexity_of', 'profile_inference', 'pytorch_column', 'run_benchmark', 'runtime_columns',
+           'save_report', 'time_inference', 'time_training', 'train_peak_memory_mb']
 
-# deployment runtimes measured on our exports (CPU only); each one's latencies are reported as '<runtime>_ms'
-RUNTIMES = ('onnxruntime', 'openvino')
+# deployment runtimes (CPU only) measured beside eager PyTorch; each one's latencies are reported as '<runtime>_ms'
+RUNTIMES = DEPLOYMENT_RUNTIMES
 # a latency column: given the input images (on the CPU), one runner per model label
 Column = Callable[[torch.Tensor], Dict[str, Runner]]
 
@@ -49,17 +48,30 @@ def _median_ms(times: List[float]) -> float:
     return statistics.median(times) * 1e3
 
 
-def _interleaved(runners: Mapping[Any, Runner], runs: int, warmup: int) -> Dict[Any, float]:
-    """Median wall time (ms) of each runner, the runners called in turn ``runs`` times after ``warmup`` rounds."""
+def interleaved_medians(runners: Mapping[Any, Runner], runs: int, warmup: int,
+                        errors: Optional[Dict[Any, str]] = None) -> Dict[Any, float]:
+    """Median wall time (ms) of each runner, the runners called in turn ``runs`` times after ``warmup`` rounds.
+
+    With an ``errors`` dict, a runner that raises is dropped from the loop and its error recorded there (the
+    others go on); without one, the exception propagates.
+    """
+    active = dict(runners)
     times: Dict[Any, List[float]] = {label: [] for label in runners}
     for round_index in range(warmup + runs):
-        for label, run in runners.items():
+        for label, run in list(active.items()):
             start = time.perf_counter()
-            run()
+            try:
+                run()
+            except Exception as e:
+                if errors is None:
+                    raise
+                errors[label] = f'{type(e).__name__}: {e}'.strip().splitlines()[0][:300]
+                del active[label]
+                continue
             elapsed = time.perf_counter() - start
             if round_index >= warmup:
                 times[label].append(elapsed)
-    return {label: _median_ms(t) for label, t in times.items()}
+    return {label: _median_ms(times[label]) for label in active}
 
 
 def _check_counts(runs: int, warmup: int, train_runs: int, batch_sizes: Sequence[int],
@@ -103,76 +115,30 @@ def time_inference(columns: Mapping[str, Column], batch_sizes: Sequence[int], im
         images = torch.randn(batch, 3, image_size, image_size)
         runners = {(key, label): run for key, column in columns.items() for label, run in column(images).items()}
         with torch.inference_mode():
-            latency = _interleaved(runners, runs, warmup)
+            latency = interleaved_medians(runners, runs, warmup)
         for (key, label), ms in latency.items():
             result.setdefault(label, {}).setdefault(key, {})[str(batch)] = ms
     return result
 
 
-def _runtime_missing(runtime: str) -> Optional[str]:
-    """Why ``runtime`` cannot run here (its package is not installed), or None."""
-    package = {'onnxruntime': 'onnxruntime', 'openvino': 'openvino'}[runtime]
-    try:
-        __import__(package)
-    except ImportError:
-        return f'{runtime} is not installed (pip install {package})'
-    return None
-
-
-def _onnxruntime_session(path: Path, threads: int) -> Callable[[Any], Any]:
-    import onnxruntime as ort
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    session = ort.InferenceSession(str(path), options, providers=['CPUExecutionProvider'])
-    return lambda images: session.run(None, {'images': images})
-
-
-def _openvino_session(path: Path, threads: int) -> Callable[[Any], Any]:
-    import openvino as ov
-    # float32 throughout (OpenVINO would otherwise run bfloat16 on CPUs that have it), one stream, low latency
-    compiled = ov.Core().compile_model(str(path), 'CPU', {'INFERENCE_NUM_THREADS': threads, 'NUM_STREAMS': 1,
-                                                         'PERFORMANCE_HINT': 'LATENCY',
-                                                         'INFERENCE_PRECISION_HINT': 'f32'})
-    request = compiled.create_infer_request()
-    return lambda images: request.infer({0: images})
-
-
-# runtime -> (export format and file suffix of what it runs, how to open it)
-_SESSIONS = {'onnxruntime': ('onnx', '.onnx', _onnxruntime_session),
-             'openvino': ('openvino', '.xml', _openvino_session)}
-
-
 @contextmanager
-def runtime_columns(models: Mapping[str, nn.Module], runtimes: Sequence[str], image_size: int, threads: int,
-                    folder: Path) -> Iterator[Dict[str, Column]]:
-    """One latency column per runtime (report key ``<runtime>_ms``), each on our export of every model for it.
+def runtime_columns(models: Mapping[str, Tuple[nn.Module, bool]], runtimes: Sequence[str], exporter: Exporter,
+                    threads: int, log: Callable[[str], None] = lambda message: None) -> Iterator[Dict[str, Column]]:
+    """One latency column per deployment runtime (report key ``<runtime>_ms``), on each model's export for it.
 
-    The sessions are released on exit, the last opened first. OpenVINO's CPU plugin (2025.x) installs an
-    alternate signal stack of its own for every compiled model and puts back the one it found when the model is
-    released: released in any other order, a freed stack stays installed, and the next signal the process
-    handles (for example SIGCHLD from a DataLoader worker) kills it with a segmentation fault.
+    ``models`` maps a label to ``(module, ours)`` (see :func:`~uniconvnet.speed.runtimes.deployed`). A model that
+    cannot be exported or opened in a runtime is logged and left out of that column. Sessions are released on
+    exit, the last opened first.
     """
-    sessions: Dict[str, Dict[str, Callable[[Any], Any]]] = {runtime: {} for runtime in runtimes}
-    opened: List[Tuple[str, str]] = []
-    try:
-        for label, model in models.items():
-            for runtime in runtimes:
-                format, suffix, open_session = _SESSIONS[runtime]
-                path = export_model(model, folder / f'{re.sub(r"[^A-Za-z0-9_]", "_", label)}{suffix}', format,
-                                    (image_size, image_size))
-                sessions[runtime][label] = open_session(path, threads)
-                opened.append((runtime, label))
+    with ExitStack() as stack:
+        columns: Dict[str, Column] = {}
+        for runtime in runtimes:
+            sessions, _, _ = stack.enter_context(deployed(models, runtime, exporter, threads, log=log))
 
-        def column(runtime: str) -> Column:
-            def runners(images: torch.Tensor) -> Dict[str, Runner]:
-                array = images.numpy()
-                return {label: (lambda s=session: s(array)) for label, session in sessions[runtime].items()}
-            return runners
-        yield {f'{runtime}_ms': column(runtime) for runtime in runtimes}
-    finally:
-        for runtime, label in reversed(opened):
-            del sessions[runtime][label]
+            def column(images: torch.Tensor, sessions: Dict[str, Session] = sessions) -> Dict[str, Runner]:
+                return {label: (lambda s=session: s(images)) for label, session in sessions.items()}
+            columns[f'{runtime}_ms'] = column
+        yield columns
 
 
 # ---- step: training ----------------------------------------------------------------------------------------------
@@ -181,7 +147,7 @@ def time_training(specs: Sequence[ModelSpec], batch: int, image_size: int, runs:
                   device: str = 'cpu') -> Dict[str, float]:
     """Median time (ms) of a training step (forward, backward, AdamW) of each spec, interleaved, after one warm-up."""
     steps = {s.label: train_step_runner(s.build(train=True, device=device), batch, image_size, device) for s in specs}
-    return _interleaved(steps, runs, 1)
+    return interleaved_medians(steps, runs, 1)
 
 
 # ---- the whole benchmark -----------------------------------------------------------------------------------------
@@ -192,23 +158,6 @@ def _specs_with_reference(models: Sequence[str], reference: str) -> List[ModelSp
     if reference_spec.label not in [s.label for s in specs]:
         specs.insert(0, reference_spec)
     return specs
-
-
-def _usable_runtimes(runtimes: Sequence[str], device: str, log: Callable[[str], None]) -> List[str]:
-    unknown = [r for r in runtimes if r not in RUNTIMES]
-    if unknown:
-        raise ValueError(f'unknown runtime(s) {", ".join(unknown)}; choose from: {", ".join(RUNTIMES)}')
-    if runtimes and device != 'cpu':
-        log(f'{", ".join(runtimes)}: CPU runtimes, skipped on {device}')
-        return []
-    usable = []
-    for runtime in runtimes:
-        reason = _runtime_missing(runtime)
-        if reason:
-            log(f'{reason}: skipping its latency')
-        else:
-            usable.append(runtime)
-    return usable
 
 
 def run_benchmark(
@@ -230,58 +179,65 @@ def run_benchmark(
 
     Returns a JSON-ready dict: settings, and per model its parameters, MACs, inference latency (median ms) and
     throughput per batch size, the latency of each of ``runtimes`` that is installed (``onnxruntime_ms``,
-    ``openvino_ms``; CPU only), training-step time and peak memory at ``train_batch`` (``None`` to skip), and
-    ratios against the reference.
+    ``openvino_ms`` at OpenVINO's default precision, ``openvino_f32_ms``; CPU only), training-step time and peak
+    memory at ``train_batch`` (``None`` to skip), and ratios against the reference.
     """
     _check_counts(runs, warmup, train_runs, batch_sizes, train_batch)
     device = check_device(device)
     specs = _specs_with_reference(models, reference)
-    if threads:
-        torch.set_num_threads(threads)
-    threads = torch.get_num_threads()
-    report: Dict[str, Any] = {
-        'settings': dict(image_size=image_size, batch_sizes=list(batch_sizes), train_batch=train_batch, runs=runs,
-                         warmup=warmup, train_runs=train_runs, threads=threads,
-                         reference=ModelSpec.parse(reference).label,
-                         torch=torch.__version__, dtype='float32', device=device),
-        'models': {s.label: {} for s in specs},
-    }
-    rows = report['models']
+    usable = [r for r in usable_runtimes(runtimes, device, log) if r in RUNTIMES] if runtimes else []
+    with torch_threads(threads) as threads:
+        report: Dict[str, Any] = {
+            'settings': dict(image_size=image_size, batch_sizes=list(batch_sizes), train_batch=train_batch,
+                             runs=runs, warmup=warmup, train_runs=train_runs, threads=threads,
+                             reference=ModelSpec.parse(reference).label, runtimes=usable,
+                             torch=torch.__version__, dtype='float32', device=device),
+            'models': {s.label: {} for s in specs},
+        }
+        rows = report['models']
+        log('complexity')
+        for spec in specs:
+            rows[spec.label].update(measure_complexity_of(spec.name, image_size))
+        _measure_inference(rows, specs, usable, report['settings'], log)
+        if train_batch:
+            _measure_training(rows, specs, report['settings'], memory, log)
+    _add_ratios(report)
+    return report
 
-    log('complexity')
-    for spec in specs:
-        rows[spec.label].update(measure_complexity_of(spec.name, image_size))
 
+def _measure_inference(rows: Dict[str, Dict[str, Any]], specs: Sequence[ModelSpec], runtimes: Sequence[str],
+                       settings: Dict[str, Any], log: Callable[[str], None]) -> None:
+    """Eager PyTorch and every runtime, all models interleaved in one loop per batch size."""
     log('building models')
-    inference = {s.label: s.build(train=False, device=device) for s in specs}
-    columns = {'latency_ms': pytorch_column(inference, device)}
+    inference = {s.label: s.build(train=False, device=settings['device']) for s in specs}
+    columns = {'latency_ms': pytorch_column(inference, settings['device'])}
     with tempfile.TemporaryDirectory() as folder, ExitStack() as sessions:
-        usable = _usable_runtimes(runtimes, device, log)
-        if usable:
-            log(f'exporting for {", ".join(usable)}')
-            exportable = {s.label: inference[s.label] for s in specs if not s.compiled}
-            columns.update(sessions.enter_context(runtime_columns(exportable, usable, image_size, threads,
-                                                                  Path(folder))))
-        log(f'inference, batch {", ".join(map(str, batch_sizes))}: {", ".join(columns)}')
-        for label, measured in time_inference(columns, batch_sizes, image_size, runs, warmup).items():
-            rows[label].update(measured)
-    del inference, columns
+        if runtimes:
+            log(f'exporting for {", ".join(runtimes)}')
+            exportable = {s.label: (inference[s.label], is_uniconvnet(s.name)) for s in specs if not s.compiled}
+            columns.update(sessions.enter_context(runtime_columns(
+                exportable, runtimes, Exporter(Path(folder), settings['image_size']), settings['threads'], log)))
+        batches = ', '.join(map(str, settings['batch_sizes']))
+        log(f'inference, batch {batches}: {", ".join(columns)}')
+        measured = time_inference(columns, settings['batch_sizes'], settings['image_size'], settings['runs'],
+                                  settings['warmup'])
+        for label, latencies in measured.items():
+            rows[label].update(latencies)
     for row in rows.values():
         row['images_per_s'] = {b: int(b) / ms * 1e3 for b, ms in row['latency_ms'].items()}
 
-    if train_batch:
-        trainable = [s for s in specs if s.trainable]
-        log(f'training steps, batch {train_batch}')
-        for label, ms in time_training(trainable, train_batch, image_size, train_runs, device).items():
-            rows[label]['train_step_ms'] = ms
-        if memory:
-            for spec in trainable:
-                log(f'peak training memory, {spec.label}')
-                rows[spec.label]['train_peak_mb'] = train_peak_memory_mb(spec, train_batch, image_size, threads,
-                                                                         device)
 
-    _add_ratios(report)
-    return report
+def _measure_training(rows: Dict[str, Dict[str, Any]], specs: Sequence[ModelSpec], settings: Dict[str, Any],
+                      memory: bool, log: Callable[[str], None]) -> None:
+    trainable = [s for s in specs if s.trainable]
+    batch, size, device = settings['train_batch'], settings['image_size'], settings['device']
+    log(f'training steps, batch {batch}')
+    for label, ms in time_training(trainable, batch, size, settings['train_runs'], device).items():
+        rows[label]['train_step_ms'] = ms
+    if memory:
+        for spec in trainable:
+            log(f'peak training memory, {spec.label}')
+            rows[spec.label]['train_peak_mb'] = train_peak_memory_mb(spec, batch, size, settings['threads'], device)
 
 
 def _add_ratios(report: Dict[str, Any]) -> None:
@@ -302,7 +258,7 @@ def _add_ratios(report: Dict[str, Any]) -> None:
         if 'train_peak_mb' in row and 'train_peak_mb' in ref:
             ratios['train_peak_mb'] = row['train_peak_mb'] / ref['train_peak_mb']
         for runtime in RUNTIMES:
-            if f'{runtime}_ms' in row:
+            if f'{runtime}_ms' in row and 'latency_ms' in row:
                 ratios[f'{runtime}_vs_eager'] = {b: ms / row['latency_ms'][b]
                                                  for b, ms in row[f'{runtime}_ms'].items()}
         row['ratios'] = ratios
@@ -382,12 +338,10 @@ def profile_inference(spec: str, batch: int = 1, image_size: int = 224, runs: in
     Ops called inside the DCN core count towards it; everything not in a named category (elementwise
     arithmetic, norms, copies, concatenation) is 'elementwise, norms, copies'.
     """
-    if threads:
-        torch.set_num_threads(threads)
     model_spec = ModelSpec.parse(spec)
     model = model_spec.build(train=False)
     images = torch.randn(batch, 3, image_size, image_size)
-    with torch.inference_mode():
+    with torch_threads(threads), torch.inference_mode():
         model(images)
         with _profiled() as prof:
             for _ in range(runs):
