@@ -2,9 +2,10 @@
 
 Every timing is taken in one process with the models interleaved (one run of each model in turn, repeated), so
 that a machine shared with other work slows all of them alike; ratios against the reference model, absolute and
-per multiply-accumulate, are what to compare. The deployment runtimes run our exports (onnxruntime the ONNX
-file, OpenVINO its IR) and are interleaved with the PyTorch models, so "vs eager" compares runs taken at the
-same moments. Peak training memory is measured per model in a fresh process.
+per multiply-accumulate, are what to compare. The deployment runtimes (:mod:`uniconvnet.speed.runtimes`:
+onnxruntime, OpenVINO at its default precision and in f32) run each model's export and are interleaved with the
+PyTorch models, so "vs eager" compares runs taken at the same moments. Peak training memory is measured per model
+in a fresh process (:mod:`uniconvnet.speed.memory`).
 
 Model specs are timm names with optional modes after a colon, e.g. ``uniconvnet_t:fused``:
 
