@@ -1,6 +1,7 @@
 """The frontier tool: the published top-1 table, the matching and ratio logic per runtime, tables, plots, resuming,
 and the command run small in every runtime."""
 import json
+import sys
 
 import pytest
 import timm
@@ -12,6 +13,8 @@ from uniconvnet.speed.frontier import REPORT_VERSION, format_frontier, frontier_
 from uniconvnet.speed.peers import PEERS, PUBLISHED_SIZE, UNICONVNET, resolve_peers, resolve_variants
 from uniconvnet.speed.plots import _sparse_log_label, plot_frontier
 from uniconvnet.speed.runtimes import RUNTIMES
+
+from test_bench import _signal_stack
 
 PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
 
@@ -168,10 +171,13 @@ def test_frontier_command_in_every_runtime_resumes_and_goes_on_after_a_failure(t
     pytest.importorskip('onnxruntime')
     pytest.importorskip('openvino')
     threads = torch.get_num_threads()
+    stack_before = _signal_stack() if sys.platform == 'linux' else None
     out = tmp_path / 'frontier.json'
     # resnet18 given a top-1 above A's: the only peer A can be matched with; mobileone is reparameterized
     assert _run('--variants', 'A', '--peers', 'resnet18=78', 'mobileone_s0', '--json', str(out), *TINY) == 0
     assert torch.get_num_threads() == threads  # --threads applied while measuring, PyTorch's setting restored
+    if stack_before is not None:  # the OpenVINO sessions were released last opened first (see test_bench)
+        assert _signal_stack() == stack_before
     table = capsys.readouterr().out
     report = json.loads(out.read_text())
     models = report['models']
