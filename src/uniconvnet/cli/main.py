@@ -10,7 +10,7 @@ from . import bench, detseg, erf, evaluate, export, predict, shards, train, yolo
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
-    from ..analysis.complexity import format_variants_table, variants_table
+    from ..speed.complexity import format_variants_table, variants_table
     rows = variants_table(args.size, args.names or ())
     if args.json:
         print(json.dumps(rows, indent=2))
