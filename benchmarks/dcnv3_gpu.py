@@ -70,7 +70,7 @@ MODEL_LOGITS_TOL = 1e-4  # whole model, float32: relative L2 error of the logits
 MODEL_GRADS_TOL = 1e-3  # whole model, float32: worst relative L2 error of a parameter's gradient (24 blocks deep)
 COMPILE_LOGITS_TOL = 2e-2  # compiled vs eager, both bf16 autocast: relative L2 error of the logits
 
-# UniConvNet variants with their frontier peers (timm names; top-1 from uniconvnet.analysis.peers where listed)
+# UniConvNet variants with their frontier peers (timm names; top-1 from uniconvnet.speed.peers)
 VARIANTS = ('uniconvnet_a', 'uniconvnet_n0', 'uniconvnet_t')
 PEERS = ('convnext_tiny', 'convnext_femto', 'efficientnet_b0', 'convnext_base', 'mobilenetv4_conv_medium',
          'efficientvit_b1', 'efficientvit_b2', 'efficientvit_l1')
@@ -869,10 +869,11 @@ def short_name(model: str) -> str:
 
 
 def top1_of(model: str) -> Optional[float]:
-    """Published ImageNet-1k top-1 at 224 (uniconvnet.analysis.peers), None where it lists none."""
-    from uniconvnet.analysis.peers import PEERS as PUBLISHED_PEERS, UNICONVNET
+    """Published ImageNet-1k top-1 at 224 (uniconvnet.speed.peers), None where it lists none or only one that the
+    frontier never matches (distilled, or at another test size)."""
+    from uniconvnet.speed.peers import PEERS as PUBLISHED_PEERS, UNICONVNET
     entry = UNICONVNET.get(model) or PUBLISHED_PEERS.get(model)
-    return entry.top1 if entry else None
+    return entry.top1 if entry is not None and not entry.excluded else None
 
 
 def format_report(results: Dict[str, Any]) -> str:
