@@ -1,5 +1,5 @@
 """Moved to :mod:`uniconvnet.engine.classification` (evaluating and predicting are classification's, beside its
-training); this module keeps the old import path working."""
-from .classification import evaluate_checkpoint, predict
+training)."""
+from .._deprecation import moved_module
 
-__all__ = ['evaluate_checkpoint', 'predict']
+moved_module(__name__, 'uniconvnet.engine.classification')
