@@ -24,8 +24,8 @@ import triton  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
-from uniconvnet.ops import dcnv3_triton_kernels as kernels  # noqa: E402
-from uniconvnet.ops.dcnv3_triton import _NUM_WARPS, _block_sizes  # noqa: E402
+from uniconvnet.ops.dcn import triton_kernels as kernels  # noqa: E402
+from uniconvnet.ops.dcn.triton_backend import _NUM_WARPS, _block_sizes  # noqa: E402
 
 TRITON_TYPES = {'float32': 'fp32', 'bfloat16': 'bf16', 'float16': 'fp16'}
 

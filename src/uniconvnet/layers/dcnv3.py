@@ -12,7 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..ops import dcnv3
-from ..ops.dcnv3 import check_backend_name
+from ..ops.dcn import check_backend_name
 from .functional import scale_rows
 
 __all__ = ['DCNv3', 'dcn_backend', 'set_dcn_backend']

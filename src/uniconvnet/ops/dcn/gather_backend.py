@@ -27,7 +27,7 @@ from typing import List, Tuple
 import torch
 import torch.nn.functional as F
 
-from .dcnv3_torch import sampling_dtype, sampling_locations
+from .geometry import sampling_dtype, sampling_locations
 
 __all__ = ['dcnv3_cpu', 'unnormalize']
 

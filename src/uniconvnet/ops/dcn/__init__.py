@@ -30,11 +30,11 @@ from typing import Callable, Dict, Optional, Set, Tuple
 import torch
 from timm.layers import register_notrace_function
 
-from .dcnv3_cpu import dcnv3_cpu
-from .dcnv3_export import dcnv3_export
-from .dcnv3_numba import dcnv3_numba, numba_unavailable_reason
-from .dcnv3_torch import dcnv3_output_size, dcnv3_torch
-from .dcnv3_triton import dcnv3_triton, triton_unavailable_reason
+from .gather_backend import dcnv3_cpu
+from .export_backend import dcnv3_export
+from .numba_backend import dcnv3_numba, numba_unavailable_reason
+from .geometry import dcnv3_output_size, dcnv3_torch
+from .triton_backend import dcnv3_triton, triton_unavailable_reason
 
 __all__ = ['BACKENDS', 'BACKEND_ENV_VAR', 'DEFAULT_BACKEND', 'check_backend_name', 'dcnv3', 'select_backend']
 

@@ -21,8 +21,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .dcnv3_cpu import unnormalize
-from .dcnv3_torch import kernel_grid_locations, sampling_dtype, sampling_locations
+from .gather_backend import unnormalize
+from .geometry import kernel_grid_locations, sampling_dtype, sampling_locations
 
 __all__ = ['dcnv3_numba', 'numba_unavailable_reason']
 
@@ -78,7 +78,7 @@ def _kernels_unavailable() -> Optional[str]:
     global _kernel_module, _unavailable, _fused_rounding
     if _kernel_module is None and _unavailable is None:
         try:
-            from . import dcnv3_numba_kernels as kernels  # imports numba: only here, on first use
+            from . import numba_kernels as kernels  # imports numba: only here, on first use
         except Exception as error:  # ImportError, or a numba built for another numpy failing at import
             _unavailable = f'numba does not import ({type(error).__name__}: {error}); pip install numba'
             return _unavailable

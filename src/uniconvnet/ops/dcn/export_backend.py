@@ -27,7 +27,7 @@ from typing import Tuple
 import torch
 import torch.nn.functional as F
 
-from .dcnv3_torch import sampling_dtype
+from .geometry import sampling_dtype
 
 __all__ = ['dcnv3_export']
 

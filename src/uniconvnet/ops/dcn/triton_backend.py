@@ -43,7 +43,7 @@ def triton_is_available() -> bool:
 def _kernels():
     global _kernel_module
     if _kernel_module is None:
-        from . import dcnv3_triton_kernels  # imports Triton: only here, on first use
+        from . import triton_kernels as dcnv3_triton_kernels  # imports Triton: only here, on first use
         _kernel_module = dcnv3_triton_kernels
     return _kernel_module
 
