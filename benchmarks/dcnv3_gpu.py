@@ -167,7 +167,7 @@ def randomize_dcn_sampling(model: torch.nn.Module, std: float = 0.02, unit_layer
 
 
 def time_core(args) -> List[Dict]:
-    from uniconvnet.ops.dcnv3_triton import dcnv3_backward_triton, dcnv3_forward_triton
+    from uniconvnet.ops.dcn.triton_backend import dcnv3_backward_triton, dcnv3_forward_triton
     block_qs = [int(b) for b in args.block_q.split(',') if b.strip()]
     rows = []
     for shape in stage_shapes(args.model, args.img_size):

@@ -1,13 +1,13 @@
 """torch.compile and torch.export of a whole UniConvNet on the CPU paths (the gather core and the PyTorch core).
 
-The custom op's own compile and export tests (the Triton path) are in test_dcnv3_triton.py.
+The custom op's own compile and export tests (the Triton path) are in ops/test_dcn_triton.py.
 """
 import pytest
 import timm
 import torch
 
 import uniconvnet  # noqa: F401  (registers the models)
-from uniconvnet.layers import DCNv3, dcn_backend
+from uniconvnet.layers import DCNv3, using_dcn_backend
 
 
 @pytest.fixture(scope='module')
@@ -30,7 +30,7 @@ def model_and_input():
 
 def test_export_matches_eager_with_plain_ops(model_and_input):
     model, x = model_and_input
-    with dcn_backend(model, 'torch'):
+    with using_dcn_backend(model, 'torch'):
         program = torch.export.export(model, (x,))
     targets = {str(node.target) for node in program.graph.nodes if node.op == 'call_function'}
     # on the CPU the graph holds only ATen ops: what ONNX export and other graph consumers need
@@ -40,12 +40,12 @@ def test_export_matches_eager_with_plain_ops(model_and_input):
         torch.testing.assert_close(program.module()(x), model(x))
 
 
-@pytest.mark.parametrize('backend,op', [('cpu', 'dcnv3_cpu_forward'), ('numba', 'dcnv3_numba_forward')])
+@pytest.mark.parametrize('backend,op', [('gather', 'dcnv3_gather_forward'), ('numba', 'dcnv3_numba_forward')])
 def test_export_keeps_the_cpu_core_as_one_op(model_and_input, backend, op):
     if backend == 'numba':
         pytest.importorskip('numba')
     model, x = model_and_input
-    with dcn_backend(model, backend):
+    with using_dcn_backend(model, backend):
         program = torch.export.export(model, (x,))
         targets = {str(node.target) for node in program.graph.nodes if node.op == 'call_function'}
         assert f'uniconvnet.{op}.default' in targets

@@ -10,6 +10,7 @@ import torch
 import uniconvnet  # noqa: F401  (registers the models)
 from uniconvnet.checkpoints import convert_official_checkpoint, load_weights
 from uniconvnet.models import checkpoint_filter_fn
+from uniconvnet.ops import BACKENDS
 
 TOL = 1e-4
 N_FAMILY_ARGS = dict(depths=(1, 1, 2, 1), dims=(48, 96, 192, 384), dcn_group_channels=16, num_classes=10)
@@ -79,7 +80,11 @@ def test_features_only_matches_official_stages(official_a, tmp_path):
         assert (ours - theirs).abs().max().item() <= TOL
 
 
-@pytest.mark.parametrize('backend', ['torch', 'cpu'])
+# every registered backend that runs natively on CPU tensors (Triton's interpreter is too slow for a model)
+CPU_BACKENDS = [name for name, b in BACKENDS.items() if b.devices is None or 'cpu' in b.devices]
+
+
+@pytest.mark.parametrize('backend', CPU_BACKENDS)
 def test_every_cpu_backend(official_a, official_nfamily, backend):
     # the default backend is covered above; the grid_sample reference core and every CPU core match too
     for name, fixture, kwargs in (('uniconvnet_a', official_a, {}), ('uniconvnet_n0', official_nfamily, N_FAMILY_ARGS)):

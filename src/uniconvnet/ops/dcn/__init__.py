@@ -1,42 +1,48 @@
-"""The one entry point for DCNv3 sampling. Every caller uses :func:`dcnv3`; backends sit behind it.
+"""DCNv3 sampling: the one entry point, :func:`dcnv3`, and the registry of backends behind it.
 
-Backends (``BACKENDS``):
-  * ``torch``: the pure-PyTorch core (:mod:`.dcnv3_torch`), plain ATen ops. Any device and dtype; the
-    reference the official-parity tests check; what TorchScript, FX and ONNX export see.
-  * ``cpu``: the gather core for CPU tensors (:mod:`.dcnv3_cpu`), two ``torch.library`` custom ops (forward,
-    backward); faster than ``torch`` on CPUs and equal to it up to float rounding.
-  * ``numba``: numba kernels for CPU tensors (:mod:`.dcnv3_numba`, optional extra ``numba``), two
-    ``torch.library`` custom ops compiled on first use; several times faster than ``cpu``. Where numba is
-    missing, ``auto`` uses ``cpu``.
-  * ``triton``: the Triton kernels as the ``uniconvnet::dcnv3_sample`` custom op (:mod:`.dcnv3_triton`),
-    for CUDA tensors; ``torch.compile`` and ``torch.export`` keep it as one node.
-  * ``export``: the ``torch`` core with its arithmetic arranged for OpenVINO (:mod:`.dcnv3_export`), plain ATen
-    ops; what OpenVINO export uses. Any device and dtype; equal to ``torch`` up to float rounding.
+Every caller uses :func:`dcnv3` (``uniconvnet.ops.dcnv3``). The backends are :class:`Backend` objects in a
+registry (:mod:`.registry`), one module each (``<name>_backend.py``, with a kernels module where it has one),
+registering itself when imported by the import lines below; :func:`dcnv3` and :func:`select_backend` read only
+the registry. :func:`describe_backends` lists them with what they take; :func:`backend_names` gives their names.
+The reference, ``torch``, comes first; the backend formerly called ``cpu`` is ``gather``.
 
-Choice, first that applies: the ``backend`` argument (what a :class:`~uniconvnet.layers.DCNv3` layer passes:
-its ``backend`` attribute, set with ``model.set_dcn_backend(...)`` or :func:`~uniconvnet.layers.dcn_backend`),
-the user's default from the ``UNICONVNET_DCN_BACKEND`` environment variable (``auto``, ``torch``, ``cpu``,
-``numba`` or ``triton``; read once, when this module is imported; library code never writes it), ``auto``.
-``auto`` tries by device (``AUTO_BACKENDS_BY_DEVICE``: ``numba``, then ``cpu`` where the optional numba extra is
-missing, for CPU tensors; ``triton`` for CUDA ones), then ``torch``; during ONNX export it always picks ``torch``
-(plain operators). A backend asked for by name that cannot run raises;
-one chosen by ``auto`` or the environment variable falls back to ``torch`` and says so in one log line, once
-per reason.
+Shared pieces: :mod:`.geometry` (sampling positions, output size, sampling dtype) and :mod:`.customop` (a
+backend's kernels as a differentiable ``torch.library`` custom op). Adding a backend is one module that calls
+:func:`register` and one import line below; the conformance tests (``tests/ops/test_dcn_conformance.py``) then
+check it against the reference.
+
+The package is ``dcn``, not ``dcnv3``: ``uniconvnet.ops.dcnv3`` is the sampling function.
+
+Choice, first that applies: the ``backend`` argument (what a :class:`~uniconvnet.layers.DCNv3` layer passes: its
+``backend`` attribute, set with ``model.set_dcn_backend(...)`` or :func:`~uniconvnet.layers.using_dcn_backend`),
+the user's default from the ``UNICONVNET_DCN_BACKEND`` environment variable (read once, when this package is
+imported; library code never writes it), ``auto``. ``auto`` tries the backends of the input's device type
+(:func:`auto_order`), then the reference; during ONNX export it always picks the reference (plain operators).
+A backend asked for by name that cannot run raises; one chosen by ``auto`` or the environment variable falls back
+to the reference and says so in one log line, once per reason.
 """
 import logging
 import os
-from typing import Callable, Dict, Optional, Set, Tuple
+from typing import Optional, Set, Tuple
 
 import torch
 from timm.layers import register_notrace_function
 
-from .gather_backend import dcnv3_cpu
-from .export_backend import dcnv3_export
-from .numba_backend import dcnv3_numba, numba_unavailable_reason
-from .geometry import dcnv3_output_size, dcnv3_torch
-from .triton_backend import dcnv3_triton, triton_unavailable_reason
+from .geometry import dcnv3_output_size
+from .registry import (BACKENDS, REFERENCE_BACKEND, Backend, DCNForward, auto_order, backend_names,
+                       check_backend_name, describe_backends, get_backend, register)
+from .torch_backend import dcnv3_torch
 
-__all__ = ['BACKENDS', 'BACKEND_ENV_VAR', 'DEFAULT_BACKEND', 'check_backend_name', 'dcnv3', 'select_backend']
+# The built-in backends after the reference, each registering itself on import: the order of these lines is the
+# registration order, in which names are listed and auto tries the backends of a device.
+from . import numba_backend  # noqa: E402,F401  (isort: skip)
+from . import gather_backend  # noqa: E402,F401  (isort: skip)
+from . import triton_backend  # noqa: E402,F401  (isort: skip)
+from . import export_backend  # noqa: E402,F401  (isort: skip)
+
+__all__ = ['BACKENDS', 'BACKEND_ENV_VAR', 'DEFAULT_BACKEND', 'REFERENCE_BACKEND', 'Backend', 'DCNForward',
+           'auto_order', 'backend_names', 'check_backend_name', 'dcnv3', 'describe_backends', 'get_backend',
+           'register', 'select_backend']
 
 _logger = logging.getLogger(__name__)
 
@@ -44,39 +50,7 @@ BACKEND_ENV_VAR = 'UNICONVNET_DCN_BACKEND'
 # The user's process-wide default, read once at import. None when the variable is unset or empty.
 DEFAULT_BACKEND: Optional[str] = os.environ.get(BACKEND_ENV_VAR, '').strip().lower() or None
 
-
-def _always_runs(input: torch.Tensor) -> Optional[str]:
-    return None
-
-
-def _cpu_unavailable_reason(input: torch.Tensor) -> Optional[str]:
-    return None if input.device.type == 'cpu' else f'the cpu backend takes CPU tensors, got {input.device.type}'
-
-
-# name -> (implementation, why it cannot take an input tensor or None). Implementations take the arguments
-# of dcnv3 below, all positional, without the backend.
-BACKENDS: Dict[str, Tuple[Callable[..., torch.Tensor], Callable[[torch.Tensor], Optional[str]]]] = {
-    'torch': (dcnv3_torch, _always_runs),
-    'cpu': (dcnv3_cpu, _cpu_unavailable_reason),
-    'numba': (dcnv3_numba, numba_unavailable_reason),
-    'triton': (dcnv3_triton, triton_unavailable_reason),
-    'export': (dcnv3_export, _always_runs),
-}
-# what 'auto' tries on each device type, in order; then (and on every other device type) 'torch'
-AUTO_BACKENDS_BY_DEVICE: Dict[str, Tuple[str, ...]] = {'cuda': ('triton',), 'cpu': ('numba', 'cpu')}
-
 _reported_fallbacks: Set[Tuple[str, str]] = set()
-
-
-def check_backend_name(backend: Optional[str], source: str = 'backend argument') -> Optional[str]:
-    """``backend`` normalised (lower case; ``None`` stays ``None``), or a ValueError naming ``source``."""
-    if backend is None:
-        return None
-    name = backend.strip().lower() or 'auto'
-    if name != 'auto' and name not in BACKENDS:
-        raise ValueError(f'unknown DCNv3 backend {backend!r} in the {source}; choose one of: auto, '
-                         f'{", ".join(BACKENDS)}')
-    return name
 
 
 def _report_fallback(name: str, reason: str) -> None:
@@ -86,7 +60,7 @@ def _report_fallback(name: str, reason: str) -> None:
 
 
 def select_backend(input: torch.Tensor, backend: Optional[str] = None) -> str:
-    """Name of the backend :func:`dcnv3` uses for ``input`` (its device and dtype); see the module docstring."""
+    """Name of the backend :func:`dcnv3` uses for ``input`` (its device and dtype); see the package docstring."""
     if backend is None:
         requested = check_backend_name(DEFAULT_BACKEND, f'{BACKEND_ENV_VAR} environment variable') or 'auto'
         forced = False  # the user's default falls back where it cannot run
@@ -95,19 +69,20 @@ def select_backend(input: torch.Tensor, backend: Optional[str] = None) -> str:
         forced = requested != 'auto'
     if requested == 'auto':
         if torch.onnx.is_in_onnx_export():
-            return 'torch'  # ONNX needs plain operators (GridSample); custom ops would need plugins
-        candidates = AUTO_BACKENDS_BY_DEVICE.get(input.device.type, ())
+            return REFERENCE_BACKEND  # ONNX needs plain operators (GridSample); custom ops would need plugins
+        candidates = auto_order(input.device.type)
     else:
         candidates = (requested,)
     for name in candidates:
-        reason = BACKENDS[name][1](input)
+        reason = BACKENDS[name].why_not(input)
         if reason is None:
             return name
         if forced:
-            raise ValueError(f'DCNv3 backend {name!r} cannot run here: {reason}. Use backend="torch" or "auto"')
+            raise ValueError(f'DCNv3 backend {name!r} cannot run here: {reason}. '
+                             f'Use backend="{REFERENCE_BACKEND}" or "auto"')
     if candidates:
         _report_fallback(name, reason)
-    return 'torch'
+    return REFERENCE_BACKEND
 
 
 @register_notrace_function  # FX treats the core as one call: its shape arithmetic is not traceable
@@ -135,8 +110,8 @@ def dcnv3(
         kernel_size, stride, padding, dilation: as for a convolution, ``(h, w)``.
         group: number of groups sharing offsets; ``C`` must be divisible by it.
         offset_scale: scale applied to the kernel grid and the offsets.
-        backend: ``'auto'`` or a name in :data:`BACKENDS`; None: the user's default (``UNICONVNET_DCN_BACKEND``,
-            else ``'auto'``).
+        backend: ``'auto'`` or a registered backend (:func:`backend_names`); None: the user's default
+            (``UNICONVNET_DCN_BACKEND``, else ``'auto'``).
 
     Returns:
         ``(N, H_out, W_out, C)``.
@@ -158,5 +133,5 @@ def dcnv3(
         raise ValueError(f'dcnv3: mask must be {[n, out_h, out_w, group * num_points]}, got {list(mask.shape)}')
     if torch.jit.is_scripting():  # TorchScript compiles only this branch: the plain-op core
         return dcnv3_torch(input, offset, mask, kernel_size, stride, padding, dilation, group, offset_scale)
-    implementation = BACKENDS[select_backend(input, backend)][0]
-    return implementation(input, offset, mask, kernel_size, stride, padding, dilation, group, offset_scale)
+    forward = BACKENDS[select_backend(input, backend)].forward
+    return forward(input, offset, mask, kernel_size, stride, padding, dilation, group, offset_scale)
