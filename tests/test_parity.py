@@ -80,8 +80,12 @@ def test_features_only_matches_official_stages(official_a, tmp_path):
         assert (ours - theirs).abs().max().item() <= TOL
 
 
-# every registered backend that runs natively on CPU tensors (Triton's interpreter is too slow for a model)
-CPU_BACKENDS = [name for name, b in BACKENDS.items() if b.devices is None or 'cpu' in b.devices]
+# Every registered backend that runs natively on CPU tensors (Triton's interpreter is too slow for a model) and
+# samples at the reference's locations. One that reorders that arithmetic for a runtime's speed (export, for
+# OpenVINO) moves float32 stage outputs by about 1e-4, the tolerance; tests/ops/test_dcn_conformance.py holds
+# every CPU backend, that one included, to the reference core through a whole model in float64 (1e-10).
+CPU_BACKENDS = [name for name, b in BACKENDS.items()
+                if (b.devices is None or 'cpu' in b.devices) and b.reference_locations]
 
 
 @pytest.mark.parametrize('backend', CPU_BACKENDS)

@@ -108,5 +108,6 @@ def dcnv3_export(
 register(Backend(
     name='export',
     forward=dcnv3_export,
-    description='the reference with its arithmetic arranged for OpenVINO (what OpenVINO export uses); plain ATen ops',
+    description='the reference arranged for OpenVINO (what OpenVINO export uses); plain ATen ops',
+    reference_locations=False,  # the sampling grid is one multiply-add on the offsets
 ))

@@ -227,7 +227,7 @@ def dcnv3_gather(
 register(Backend(
     name='gather',
     forward=dcnv3_gather,
-    description='gathers over channels-last rows in plain PyTorch: the CPU core where numba is missing',
+    description='gathers over channels-last rows, plain PyTorch: the CPU core without numba',
     devices=('cpu',),
     dtypes=(torch.float32, torch.float64, torch.float16, torch.bfloat16),
     auto_devices=('cpu',),

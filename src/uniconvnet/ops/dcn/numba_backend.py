@@ -235,7 +235,7 @@ def dcnv3_numba(
 BACKEND = register(Backend(
     name='numba',
     forward=dcnv3_numba,
-    description='numba kernels (optional extra numba, compiled on first use): the fastest CPU core',
+    description='numba kernels (extra numba, compiled on first use): the fastest CPU core',
     devices=('cpu',),
     dtypes=(torch.float32, torch.float64, torch.float16, torch.bfloat16),
     requires=_numba_unavailable_reason,

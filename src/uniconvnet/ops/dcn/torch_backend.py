@@ -61,5 +61,5 @@ def dcnv3_torch(
 register(Backend(
     name='torch',
     forward=dcnv3_torch,
-    description='the reference: F.grid_sample, plain ATen ops (TorchScript, FX, ONNX); any device and dtype',
+    description='the reference: F.grid_sample, plain ATen ops (TorchScript, FX, ONNX)',
 ))

@@ -171,10 +171,11 @@ def dcnv3_triton(
 BACKEND = register(Backend(
     name='triton',
     forward=dcnv3_triton,
-    description='Triton kernels (GPU; CPU tensors only under TRITON_INTERPRET=1, for tests)',
+    description='Triton kernels (CPU tensors only under TRITON_INTERPRET=1, for tests)',
     devices=('cuda',),
     dtypes=(torch.float32, torch.float16, torch.bfloat16),
     requires=_triton_unavailable_reason,
     auto_devices=('cuda',),
     interpreted_devices=('cpu',),
+    reference_locations=False,  # the kernels compute sampling positions in their own order, in float32
 ))
