@@ -17,7 +17,7 @@ import json, sys, time
 import torch, timm
 import uniconvnet
 from uniconvnet.analysis.erf import erf_maps
-from uniconvnet.analysis.erf_report import peak_rss_mb
+from uniconvnet.speed import peak_rss_mb
 cfg = json.loads(sys.argv[1])
 if cfg['threads']:
     torch.set_num_threads(cfg['threads'])

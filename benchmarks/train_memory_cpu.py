@@ -1,60 +1,49 @@
 """Peak training memory on the CPU of models built with keyword arguments (e.g. ``recompute``), each in a fresh
 process: the peak resident set size of the second training step (forward, backward, AdamW) above the process's
-size before the model was built, as the frontier's memory column measures it.
+size before the model was built, as the frontier's memory column measures it (``uniconvnet.speed.memory``).
 
     PYTHONPATH=src python benchmarks/train_memory_cpu.py --batch 32 uniconvnet_a convnext_femto \\
         'uniconvnet_a:{"recompute": ["rfa"]}'
+    PYTHONPATH=src python benchmarks/train_memory_cpu.py --smoke      # seconds: A at 64x64, batch 2; prints only
 """
 import argparse
 import json
-import multiprocessing
-import re
-from pathlib import Path
+import sys
+
+from uniconvnet.speed import ModelSpec, train_peak_memory_mb
 
 
-def _rss_mb(field: str) -> float:
-    return int(re.search(rf'{field}:\s+(\d+)', Path('/proc/self/status').read_text()).group(1)) / 1024
-
-
-def _worker(name: str, kwargs: dict, batch: int, threads: int, queue) -> None:
-    import timm
-    import torch
-
-    import uniconvnet  # noqa: F401  (registers the models)
-    torch.set_num_threads(threads)
-    start = _rss_mb('VmRSS')
-    model = timm.create_model(name, **kwargs).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    images, labels = torch.randn(batch, 3, 224, 224), torch.randint(0, 1000, (batch,))
-
-    def step() -> None:
-        optimizer.zero_grad(set_to_none=True)
-        torch.nn.functional.cross_entropy(model(images), labels).backward()
-        optimizer.step()
-    step()  # the optimizer state exists from here on
-    Path('/proc/self/clear_refs').write_text('5')  # reset the peak (VmHWM) to the current size
-    step()
-    queue.put(_rss_mb('VmHWM') - start)
+def parse_model(text: str) -> ModelSpec:
+    """``NAME`` or ``NAME:{json keyword arguments}``."""
+    name, _, kwargs = text.partition(':')
+    try:
+        options = json.loads(kwargs) if kwargs else {}
+    except json.JSONDecodeError as e:
+        raise SystemExit(f'train_memory_cpu.py: bad model {text!r}: after the colon give JSON keyword arguments, '
+                         f'e.g. \'uniconvnet_a:{{"recompute": ["rfa"]}}\' ({e})')
+    if not isinstance(options, dict):
+        raise SystemExit(f'train_memory_cpu.py: bad model {text!r}: the keyword arguments must be a JSON object')
+    return ModelSpec(name, kwargs=options)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('models', nargs='+', help='timm names, optionally NAME:{json keyword arguments}')
+    parser.add_argument('models', nargs='*', help='timm names, optionally NAME:{json keyword arguments}')
     parser.add_argument('--batch', type=int, default=32)
+    parser.add_argument('--size', type=int, default=224, help='square image size (default 224)')
     parser.add_argument('--threads', type=int, default=1)
+    parser.add_argument('--smoke', action='store_true', help='UniConvNet-A at 64x64, batch 2: checks the script runs')
     args = parser.parse_args()
-    context = multiprocessing.get_context('spawn')
+    if args.smoke:
+        args.models, args.batch, args.size = ['uniconvnet_a'], 2, 64
+    if not args.models:
+        parser.error('name at least one model (or pass --smoke)')
+    specs = [parse_model(m) for m in args.models]
     print('| model | batch | peak training memory (MB) |\n|---|---:|---:|')
-    for spec in args.models:
-        name, _, kwargs = spec.partition(':')
-        queue = context.Queue()
-        process = context.Process(target=_worker, args=(name, json.loads(kwargs) if kwargs else {}, args.batch,
-                                                        args.threads, queue))
-        process.start()
-        peak = queue.get()
-        process.join()
-        print(f'| `{spec}` | {args.batch} | {peak:.0f} |', flush=True)
+    for text, spec in zip(args.models, specs):
+        peak = train_peak_memory_mb(spec, args.batch, args.size, threads=args.threads)
+        print(f'| `{text}` | {args.batch} | {peak:.0f} |', flush=True)
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(main())

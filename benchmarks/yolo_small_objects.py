@@ -117,7 +117,7 @@ def run_one(cfg: str, setting: str, seed: int, out: Path) -> Dict[str, Any]:
 
 
 def gflops_640(model: torch.nn.Module) -> float:
-    from uniconvnet.analysis.complexity import measure_complexity
+    from uniconvnet.speed.complexity import measure_complexity
     return 2 * measure_complexity(model, (3, 640, 640)).total_macs / 1e9
 
 
@@ -141,7 +141,7 @@ def model_costs(setting: str, out: Path, names: List[str]) -> Dict[str, Dict[str
     """Params, GFLOPs @640 and CPU latency at the setting's size of the seed-0 weights (cached)."""
     from ultralytics import YOLO
 
-    from uniconvnet.analysis.complexity import count_parameters
+    from uniconvnet.speed.complexity import count_parameters
 
     cache = out / setting / 'costs.json'
     costs = json.loads(cache.read_text()) if cache.is_file() else {}

@@ -7,8 +7,9 @@ import sys
 import time
 
 import pytest
+import torch
 
-from uniconvnet.analysis.benchmark import ModelSpec, format_profile, profile_inference
+from uniconvnet.speed.benchmark import ModelSpec, format_profile, profile_inference
 from uniconvnet.cli.main import main
 
 
@@ -36,9 +37,11 @@ def test_bench_command_small(tmp_path, capsys):
     pytest.importorskip('openvino')
     out = tmp_path / 'bench.json'
     stack_before = _signal_stack() if sys.platform == 'linux' else None
+    threads = torch.get_num_threads()
     assert main(['bench', '--models', 'uniconvnet_a:plain', '--reference', 'resnet18',
                  '--size', '64', '--batch', '1', '2', '--train-batch', '2', '--runs', '1', '--warmup', '0',
                  '--train-runs', '1', '--threads', '1', '--json', str(out)]) == 0
+    assert torch.get_num_threads() == threads  # --threads 1 while measuring; PyTorch's setting restored after
     table = capsys.readouterr().out
     report = json.loads(out.read_text())
     rows = report['models']
@@ -46,7 +49,7 @@ def test_bench_command_small(tmp_path, capsys):
     ref, plain = rows['resnet18'], rows['uniconvnet_a:plain']
     assert plain['params'] == 3406732 and plain['dcn_sampling_macs'] > 0
     for row in rows.values():
-        for key in ('latency_ms', 'onnxruntime_ms', 'openvino_ms'):  # eager and both runtimes, interleaved
+        for key in ('latency_ms', 'onnxruntime_ms', 'openvino_ms', 'openvino_f32_ms'):  # all interleaved
             assert set(row[key]) == {'1', '2'} and all(ms > 0 for ms in row[key].values())
         vs_eager = row['openvino_ms']['2'] / row['latency_ms']['2']
         assert row['ratios']['openvino_vs_eager']['2'] == pytest.approx(vs_eager)
@@ -57,7 +60,8 @@ def test_bench_command_small(tmp_path, capsys):
     assert per_mac == pytest.approx(ratio * ref['total_macs'] / plain['total_macs'])
     assert plain['train_step_ms'] > 0 and plain['train_peak_mb'] > 0  # trained and measured in its own process
     assert '| `uniconvnet_a:plain` |' in table and 'per MAC' in table
-    assert '| model (onnxruntime) |' in table and '| model (openvino) |' in table
+    for runtime in ('onnxruntime', 'openvino', 'openvino_f32'):
+        assert f'| model ({runtime}) |' in table
     if stack_before is not None:
         # two OpenVINO models were compiled: released out of order, they leave a freed signal stack installed
         # and the next signal handled (a DataLoader worker's SIGCHLD) crashes the process (it did, in this suite)
@@ -93,3 +97,17 @@ def test_ctrl_c_stops_bench_in_one_line(tmp_path):
     assert lines[-1].strip() == ('uniconvnet bench: interrupted; nothing half-written is left behind (every file '
                                  'is written atomically)')
     assert not any('Traceback' in line for line in lines)
+
+
+@pytest.mark.parametrize('module', ['benchmark', 'frontier', 'peers', 'complexity'])
+def test_old_import_paths_still_work_with_a_deprecation_warning(module):
+    """The speed tools moved from uniconvnet.analysis to uniconvnet.speed; the old names import for one release."""
+    import importlib
+    import sys
+    sys.modules.pop(f'uniconvnet.analysis.{module}', None)
+    with pytest.warns(DeprecationWarning, match=f'uniconvnet.analysis.{module} moved to uniconvnet.speed.{module}'):
+        old = importlib.import_module(f'uniconvnet.analysis.{module}')
+    assert old is importlib.import_module(f'uniconvnet.speed.{module}')  # the same module: private names too
+    import uniconvnet.analysis
+    with pytest.warns(DeprecationWarning, match='uniconvnet.speed.measure_complexity'):
+        assert uniconvnet.analysis.measure_complexity is importlib.import_module('uniconvnet.speed').measure_complexity

@@ -5,9 +5,9 @@ import pytest
 import timm
 import torch
 
-from uniconvnet.checkpoints import (
-    CheckpointError, atomic_save, convert_official_checkpoint, load_checkpoint_file, load_weights, save_safetensors)
+from uniconvnet.checkpoints import CheckpointError, atomic_save, load_checkpoint_file, load_weights, save_safetensors
 from uniconvnet.cli.main import main as cli_main
+from uniconvnet.engine import convert_checkpoint
 from uniconvnet.models import checkpoint_filter_fn
 
 
@@ -21,7 +21,7 @@ def test_converter_refuses_other_variant(official_a, tmp_path):
     src = tmp_path / 'a.pth'
     torch.save({'model': official_a['state_dict']}, src)
     with pytest.raises(ValueError, match='checkpoint is for uniconvnet_a'):
-        convert_official_checkpoint(src, tmp_path / 'out.safetensors', 'uniconvnet_n0')
+        convert_checkpoint(src, tmp_path / 'out.safetensors', 'uniconvnet_n0')
     assert not (tmp_path / 'out.safetensors').exists()
 
 
@@ -29,11 +29,11 @@ def test_converter_refuses_leftover_and_missing_keys(official_a, tmp_path):
     extra = dict(official_a['state_dict'], **{'stages.0.0.attn.extra.weight': torch.zeros(3)})
     torch.save({'model': extra}, tmp_path / 'extra.pth')
     with pytest.raises(ValueError, match=r'unexpected keys.*stages\.0\.blocks\.0\.attn\.extra\.weight'):
-        convert_official_checkpoint(tmp_path / 'extra.pth', tmp_path / 'o.safetensors', 'uniconvnet_a')
+        convert_checkpoint(tmp_path / 'extra.pth', tmp_path / 'o.safetensors', 'uniconvnet_a')
     short = {k: v for k, v in official_a['state_dict'].items() if k != 'stages.1.0.dcn.offset.bias'}
     torch.save({'model': short}, tmp_path / 'short.pth')
     with pytest.raises(ValueError, match=r'missing keys.*stages\.1\.blocks\.0\.dcn\.offset\.bias'):
-        convert_official_checkpoint(tmp_path / 'short.pth', tmp_path / 'o.safetensors', 'uniconvnet_a')
+        convert_checkpoint(tmp_path / 'short.pth', tmp_path / 'o.safetensors', 'uniconvnet_a')
 
 
 def test_cli_convert(official_a, tmp_path, capsys):
@@ -179,3 +179,67 @@ def test_is_uniconvnet_by_name_and_by_model():
     assert is_uniconvnet(timm.create_model('uniconvnet_a', device='meta'))
     assert is_uniconvnet(timm.create_model('uniconvnet_a', features_only=True, device='meta'))
     assert not is_uniconvnet(timm.create_model('resnet10t', device='meta'))
+
+
+def _timm_train_checkpoint(folder, args_extra=None):
+    """What timm's train.py leaves: CheckpointSaver with the run's argparse.Namespace, EMA and the AMP scaler."""
+    import argparse
+
+    from timm.utils import CheckpointSaver, ModelEmaV3, NativeScaler
+    model = timm.create_model('uniconvnet_a', num_classes=3)
+    ema = ModelEmaV3(model, decay=0.5)
+    with torch.no_grad():
+        for p in ema.module.parameters():
+            p.add_(0.25)  # EMA weights that differ from the model's
+    args = argparse.Namespace(model='uniconvnet_a', img_size=32, input_size=None, crop_pct=None, mean=None,
+                              std=None, interpolation='', in_chans=None, num_classes=3, lr=None, opt='adamw',
+                              decay_milestones=[90, 180], **(args_extra or {}))
+    folder.mkdir(parents=True, exist_ok=True)
+    saver = CheckpointSaver(model, torch.optim.AdamW(model.parameters()), args=args, model_ema=ema,
+                            amp_scaler=NativeScaler(device='cpu'), checkpoint_dir=str(folder),
+                            recovery_dir=str(folder))
+    saver.save_checkpoint(epoch=0, metric=12.5)
+    return folder / 'model_best.pth.tar', model, ema.module
+
+
+def test_timm_train_checkpoint_converts_to_a_hub_folder(tmp_path, capsys):
+    import json
+
+    from safetensors.torch import load_file
+    path, model, ema = _timm_train_checkpoint(tmp_path / 'timm-run')
+    # every route that loads weights names the command that converts it, in one line
+    for args in (['eval', '--checkpoint', path], ['predict', path, '--checkpoint', path]):
+        assert cli_main([str(a) for a in args]) == 2
+        err = capsys.readouterr().err
+        assert err.count('\n') == 1 and f'uniconvnet convert {path} OUTPUT_FOLDER' in err, err
+    with pytest.raises(CheckpointError, match="checkpoint of timm's train.py.*uniconvnet convert"):
+        load_weights(timm.create_model('uniconvnet_a', num_classes=3), path)
+
+    assert cli_main(['convert', str(path), str(tmp_path / 'out')]) == 0
+    weights = load_file(tmp_path / 'out' / 'model.safetensors')
+    torch.testing.assert_close(weights, model.state_dict(), rtol=0, atol=0)
+    config = json.loads((tmp_path / 'out' / 'config.json').read_text())
+    assert config['architecture'] == 'uniconvnet_a' and config['num_classes'] == 3
+    assert config['pretrained_cfg']['input_size'] == [3, 32, 32]  # timm's --img-size 32, read from its args
+    loaded = timm.create_model(f'local-dir:{tmp_path / "out"}', pretrained=True)
+    torch.testing.assert_close(loaded.state_dict(), model.state_dict(), rtol=0, atol=0)
+
+    assert cli_main(['convert', str(path), str(tmp_path / 'ema.safetensors'), '--use-ema']) == 0
+    torch.testing.assert_close(load_file(tmp_path / 'ema.safetensors'), ema.state_dict(), rtol=0, atol=0)
+    assert 'EMA weights' in capsys.readouterr().out
+    # a name that does not fit the weights stops before anything is written
+    assert cli_main(['convert', str(path), str(tmp_path / 'p0'), '--model', 'uniconvnet_p0']) == 2
+    assert 'checkpoint is for uniconvnet_a' in capsys.readouterr().err and not (tmp_path / 'p0').exists()
+
+
+def test_timm_train_checkpoint_with_other_objects_is_refused(tmp_path, monkeypatch):
+    marker = tmp_path / 'pwned'
+    monkeypatch.setenv('PWNED_MARKER', str(marker))
+    # the allow-list is argparse.Namespace alone: anything else inside the args is still refused
+    path, _, _ = _timm_train_checkpoint(tmp_path / 'evil', args_extra={'payload': _RunsCode()})
+    assert cli_main(['convert', str(path), str(tmp_path / 'out')]) == 2
+    assert not marker.exists() and not (tmp_path / 'out').exists()
+    with pytest.raises(CheckpointError, match='refusing to load'):
+        from uniconvnet.checkpoints import load_timm_train_checkpoint
+        load_timm_train_checkpoint(path)
+    assert not marker.exists()

@@ -1,8 +1,8 @@
-"""Parameters and MACs are computed from the model (``uniconvnet.analysis.complexity``): checked by hand here."""
+"""Parameters and MACs are computed from the model (``uniconvnet.speed.complexity``): checked by hand here."""
 import torch
 
 import uniconvnet
-from uniconvnet.analysis import measure_complexity
+from uniconvnet.speed import measure_complexity
 
 
 class _ChannelsLast(torch.nn.Module):

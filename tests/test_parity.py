@@ -8,7 +8,8 @@ import timm
 import torch
 
 import uniconvnet  # noqa: F401  (registers the models)
-from uniconvnet.checkpoints import convert_official_checkpoint, load_weights
+from uniconvnet.checkpoints import load_weights
+from uniconvnet.engine import convert_checkpoint
 from uniconvnet.models import checkpoint_filter_fn
 from uniconvnet.ops import BACKENDS
 
@@ -55,7 +56,7 @@ def test_uniconvnet_a_timm_pretrained_file(official_a, tmp_path):
 def test_uniconvnet_a_converter(official_a, tmp_path):
     src = tmp_path / 'official.pth'
     torch.save({'model': official_a['state_dict']}, src)
-    dst = convert_official_checkpoint(src, tmp_path / 'a.safetensors', 'uniconvnet_a')
+    dst = convert_checkpoint(src, tmp_path / 'a.safetensors', 'uniconvnet_a')
     assert_matches_official(load_weights(timm.create_model('uniconvnet_a'), dst), official_a)
     # our safetensors also load through timm's file overlay
     model = timm.create_model('uniconvnet_a', pretrained=True, pretrained_cfg_overlay=dict(file=str(dst)))

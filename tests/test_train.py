@@ -12,7 +12,7 @@ import torch
 
 from uniconvnet.checkpoints import load_checkpoint_file
 from uniconvnet.cli.main import main as cli_main
-from uniconvnet.data import DIGITS_CLASSES, export_digits_folder
+from uniconvnet.data import DIGITS_CLASSES, DigitsDataset, export_digits_folder
 
 # 8x8 inputs keep a step of UniConvNet-A at a few tens of milliseconds
 TINY = ['--image-size', '8', '--batch-size', '16', '--log-interval', '1']
@@ -59,6 +59,35 @@ def test_outputs(trained):
     model = timm.create_model(f'local-dir:{trained}', pretrained=True)
     assert model.num_classes == 10 and model.pretrained_cfg['label_names'] == DIGITS_CLASSES
     torch.testing.assert_close(model.state_dict(), last['model'], rtol=0, atol=0)
+
+
+def test_output_folder_is_a_hub_model_repository(trained):
+    card = (trained / 'README.md').read_text()
+    assert card.startswith('---\nlibrary_name: timm\npipeline_tag: image-classification\n')
+    last = metrics(trained)[-1]
+    assert '# uniconvnet_a trained on digits' in card and '10 classes' in card and '8x8 inputs' in card
+    assert 'Recipe `digits`' in card and 'effective batch 16' in card and '![training curves](curves.png)' in card
+    assert f'| final (2) | {last["val_loss"]:.4f} | {last["val_top1"]:.2f} | {last["val_top5"]:.2f} |' in card
+    assert f"timm.create_model('local-dir:{trained}', pretrained=True)" in card
+    assert f"AutoModelForImageClassification.from_pretrained('{trained}')" in card
+    # transformers' TimmWrapper passes num_classes itself: config.json must not repeat it in model_args
+    config = json.loads((trained / 'config.json').read_text())
+    assert config['num_classes'] == 10 and 'num_classes' not in config.get('model_args', {})
+
+
+def test_transformers_loads_the_output_folder(trained):
+    transformers = pytest.importorskip('transformers', reason='transformers is not installed (pip install '
+                                                              'transformers; in the dev extra)')
+    reference = timm.create_model(f'local-dir:{trained}', pretrained=True).eval()
+    model = transformers.AutoModelForImageClassification.from_pretrained(str(trained)).eval()
+    assert [model.config.id2label[i] for i in range(10)] == DIGITS_CLASSES
+    processor = transformers.AutoImageProcessor.from_pretrained(str(trained))
+    image = DigitsDataset('val').image(0)
+    pixels = processor(image, return_tensors='pt')['pixel_values']
+    assert pixels.shape == (1, 3, 8, 8)  # the preprocessing of config.json: the run's 8x8 inputs
+    torch.testing.assert_close(model.timm_model.state_dict(), reference.state_dict(), rtol=0, atol=0)
+    with torch.no_grad():  # the same weights; the wrapper's forward differs by float rounding (1e-7) only
+        torch.testing.assert_close(model(pixel_values=pixels).logits, reference(pixels), rtol=1e-5, atol=1e-5)
 
 
 def test_eval_reproduces_last_epoch(trained, capsys):

@@ -1,20 +1,25 @@
-"""Checkpoints: loading weights into a model (:func:`load_weights`) and converting official checkpoints.
+"""Checkpoints: loading weights into a model (:func:`load_weights`), reading timm's training checkpoints.
 
 Files are read by :func:`uniconvnet.io.load_checkpoint_file` (``weights_only`` torch files or safetensors: nothing
 unpickles arbitrary objects) and written by the atomic writers of :mod:`uniconvnet.io`; both are re-exported
 here, where they always were.
 """
-from pathlib import Path
+import argparse
 from typing import Any, Callable, Dict, Mapping, Optional, Union
 
 import torch
 import torch.nn as nn
 
 from .io import CheckpointError, PathLike, atomic_save, atomic_write_text, load_checkpoint_file, save_safetensors
-from .models import checkpoint_filter_fn, create_model, is_uniconvnet, unwrap_state_dict
+from .models import checkpoint_filter_fn, is_uniconvnet, unwrap_state_dict
 
-__all__ = ['CheckpointError', 'load_checkpoint_file', 'atomic_save', 'atomic_write_text', 'save_safetensors',
-           'load_weights', 'num_classes_of', 'convert_official_checkpoint']
+__all__ = ['CheckpointError', 'TIMM_TRAIN_CHECKPOINT_GLOBALS', 'load_checkpoint_file', 'atomic_save',
+           'atomic_write_text', 'save_safetensors', 'load_weights', 'load_timm_train_checkpoint', 'num_classes_of',
+           'select_weights']
+
+#: what timm's train.py (``timm.utils.CheckpointSaver``) pickles besides tensors and plain containers: the run's
+#: parsed command line. Exactly these classes are allowed when reading such a checkpoint, nothing else.
+TIMM_TRAIN_CHECKPOINT_GLOBALS = (argparse.Namespace,)
 
 
 def num_classes_of(state_dict: Mapping[str, torch.Tensor]) -> int:
@@ -118,18 +123,27 @@ def load_weights(model: nn.Module, checkpoint: Union[PathLike, Mapping[str, Any]
     return model
 
 
-def convert_official_checkpoint(src: PathLike, dst: PathLike, model_name: str) -> Path:
-    """Convert an official UniConvNet ``.pth`` into our layout as safetensors.
+def load_timm_train_checkpoint(path: PathLike) -> Dict[str, Any]:
+    """Read a checkpoint that timm's train.py wrote (``model_best.pth.tar``, ``last.pth.tar``, ...).
 
-    Refuses, naming the keys, when anything in the checkpoint is left over or missing, or when shapes do not
-    match ``model_name`` (then it names the variant the checkpoint is for).
+    ``weights_only`` loading with :data:`TIMM_TRAIN_CHECKPOINT_GLOBALS` allowed (a file holding any other object
+    is refused). Its ``args`` come back as a plain dict; the weights stay under ``state_dict`` and
+    ``state_dict_ema``. Any other checkpoint that :func:`load_checkpoint_file` reads is returned as it is.
     """
-    state_dict = unwrap_state_dict(load_checkpoint_file(src))
-    model = create_model(model_name, num_classes=num_classes_of(state_dict), device='meta')
-    converted = checkpoint_filter_fn(state_dict, model)
-    expected = set(model.state_dict())
-    leftover, missing = sorted(set(converted) - expected), sorted(expected - set(converted))
-    if leftover or missing:
-        raise CheckpointError(f'{src} does not convert cleanly to {model_name}: left over {leftover[:10]}, '
-                              f'missing {missing[:10]}')
-    return save_safetensors(converted, dst, metadata={'model': model_name, 'source': Path(src).name})
+    checkpoint = load_checkpoint_file(path, allowed_globals=TIMM_TRAIN_CHECKPOINT_GLOBALS)
+    if isinstance(checkpoint, dict) and isinstance(checkpoint.get('args'), argparse.Namespace):
+        checkpoint = dict(checkpoint, args=vars(checkpoint['args']))
+    return checkpoint
+
+
+def select_weights(checkpoint: Mapping[str, Any], use_ema: bool = False, source: str = 'the checkpoint'
+                   ) -> Dict[str, torch.Tensor]:
+    """The weights of a checkpoint: the trained model's, or with ``use_ema`` its EMA's (``model_ema``, timm's
+    ``state_dict_ema``); a checkpoint without EMA weights is an error then."""
+    if use_ema:
+        for key in ('model_ema', 'state_dict_ema'):
+            if isinstance(checkpoint.get(key), Mapping):
+                return unwrap_state_dict(dict(checkpoint[key]))
+        raise CheckpointError(f'{source} holds no EMA weights (no model_ema or state_dict_ema); convert it without '
+                              f'--use-ema')
+    return unwrap_state_dict(dict(checkpoint))

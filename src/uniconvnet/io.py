@@ -9,7 +9,7 @@ import pickle
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Union
+from typing import Any, Callable, Dict, Optional, Sequence, Union
 
 import torch
 
@@ -29,8 +29,27 @@ class CheckpointError(ValueError):
     """A checkpoint file that cannot be used, with the reason and the fix in its message."""
 
 
-def load_checkpoint_file(path: PathLike) -> Dict[str, Any]:
-    """Read a ``.pt``/``.pth`` (``torch.load(weights_only=True)``) or ``.safetensors`` file onto the CPU."""
+def _refusal(path: Path, error: BaseException) -> str:
+    """Why an unpickler refused ``path``, and the fix: timm's train.py checkpoints have a command of their own."""
+    try:
+        unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
+    except Exception:  # a reader that cannot list them: the generic message
+        unsafe = []
+    if unsafe == ['argparse.Namespace']:  # what timm's train.py (CheckpointSaver) pickles besides tensors
+        return (f'{path} is a checkpoint of timm\'s train.py (it holds the run\'s argparse.Namespace): convert it once '
+                f'with `uniconvnet convert {path} OUTPUT_FOLDER` (model.safetensors and config.json), then use '
+                f'OUTPUT_FOLDER')
+    return (f'refusing to load {path}: it holds Python objects other than tensors, and unpickling them could run '
+            f'arbitrary code (weights_only=True refused: {_last_line(error)}). If you trust the file, '
+            f'extract its state dict yourself and save it with torch.save(state_dict) or safetensors.')
+
+
+def load_checkpoint_file(path: PathLike, allowed_globals: Sequence[type] = ()) -> Dict[str, Any]:
+    """Read a ``.pt``/``.pth`` (``torch.load(weights_only=True)``) or ``.safetensors`` file onto the CPU.
+
+    ``allowed_globals``: classes the unpickler may build besides tensors and plain containers (for example
+    ``argparse.Namespace`` in timm's training checkpoints), allowed for this call only.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f'checkpoint not found: {path}')
@@ -41,15 +60,13 @@ def load_checkpoint_file(path: PathLike) -> Dict[str, Any]:
         except Exception as e:  # safetensors raises its own error types for corrupt headers
             raise CheckpointError(f'could not read safetensors file {path}: {e}. Is it truncated?') from e
     try:
-        return torch.load(path, map_location='cpu', weights_only=True)
+        with torch.serialization.safe_globals(list(allowed_globals)):
+            return torch.load(path, map_location='cpu', weights_only=True)
     except pickle.UnpicklingError as e:
         if 'global' not in str(e).lower():  # garbage bytes, not a pickle that names callables
             raise CheckpointError(f'could not read checkpoint {path}: it is truncated or not a PyTorch '
                                   f'checkpoint (the unpickler stopped: {_last_line(e)})') from e
-        raise CheckpointError(
-            f'refusing to load {path}: it holds Python objects other than tensors, and unpickling them could run '
-            f'arbitrary code (weights_only=True refused: {_last_line(e)}). If you trust the file, '
-            f'extract its state dict yourself and save it with torch.save(state_dict) or safetensors.') from e
+        raise CheckpointError(_refusal(path, e)) from e
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
         raise CheckpointError(f'could not read checkpoint {path}: it is truncated or not a PyTorch checkpoint '
                               f'({type(e).__name__}: {str(e).splitlines()[0] if str(e) else "no detail"})') from e

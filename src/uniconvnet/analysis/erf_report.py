@@ -10,7 +10,6 @@
 import json
 import math
 import platform
-import resource
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,23 +19,12 @@ import numpy as np
 import torch
 
 from ..io import atomic_write, atomic_write_text
+from ..speed.memory import peak_rss_mb
 from .agd import AGD_MIN_MONOTONICITY, AGD_MIN_R2
 from .erf import DEFAULT_THRESHOLDS, ErfMap, ModelLike, Stage, erf_maps, resolve_stage
 from .images import NamedImage, load_images
 
-__all__ = ['erf_report', 'format_erf_markdown', 'peak_rss_mb', 'summarize_erf']
-
-
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far, in MiB (Linux ``VmHWM``; ``ru_maxrss`` elsewhere)."""
-    try:
-        for line in Path('/proc/self/status').read_text().splitlines():
-            if line.startswith('VmHWM:'):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 1024 / (1024 if sys.platform == 'darwin' else 1)
+__all__ = ['erf_report', 'format_erf_markdown', 'summarize_erf']
 
 
 def summarize_erf(erf: ErfMap, thresholds: Sequence[float] = DEFAULT_THRESHOLDS) -> Dict[str, Any]:

@@ -1,6 +1,6 @@
-"""``uniconvnet bench``: speed and memory of models side by side (:mod:`uniconvnet.analysis.benchmark`), or the
+"""``uniconvnet bench``: speed and memory of models side by side (:mod:`uniconvnet.speed.benchmark`), or the
 accuracy-latency-memory frontier of UniConvNet against timm peers (``--frontier``,
-:mod:`uniconvnet.analysis.frontier`)."""
+:mod:`uniconvnet.speed.frontier`)."""
 import argparse
 import sys
 from pathlib import Path
@@ -15,7 +15,8 @@ def add_parser(sub) -> None:
                        description='Measures models side by side in one process (interleaved runs) and prints '
                                    'Markdown tables; modes after a colon: NAME:plain, NAME:fused, NAME:compile. '
                                    'With --frontier: each UniConvNet variant against the fastest timm peer at '
-                                   'least as accurate, and plots of top-1 against latency and training memory.')
+                                   'least as accurate in every runtime (eager fp32 and bf16, onnxruntime, '
+                                   'OpenVINO default and f32), and plots of top-1 against latency per runtime.')
     p.add_argument('--models', nargs='+', default=None, metavar='SPEC',
                    help='timm model names, optionally with modes, e.g. uniconvnet_t uniconvnet_t:plain '
                         f'uniconvnet_t:fused convnext_tiny (default: {" ".join(DEFAULT_MODELS)})')
@@ -31,7 +32,8 @@ def add_parser(sub) -> None:
                    help='torch, onnxruntime and OpenVINO threads (default: torch\'s)')
     p.add_argument('--device', default='cpu', help='cpu (default) or cuda; the runtimes run on the CPU only')
     p.add_argument('--no-onnxruntime', action='store_true', help='skip onnxruntime even when installed')
-    p.add_argument('--no-openvino', action='store_true', help='skip OpenVINO even when installed')
+    p.add_argument('--no-openvino', action='store_true',
+                   help='skip OpenVINO (default precision and f32) even when installed')
     p.add_argument('--no-memory', action='store_true', help='skip the peak-memory measurement')
     p.add_argument('--profile', action='store_true', help='also print where inference time goes, per model')
     p.add_argument('--json', metavar='PATH', help='also write the full report as JSON (--frontier: read it first '
@@ -44,9 +46,12 @@ def add_parser(sub) -> None:
     frontier.add_argument('--peers', nargs='+', default=None, metavar='NAME[=TOP1]',
                           help='timm peers from the shipped table, or NAME=TOP1 for any other timm model '
                                '(default: the shipped table)')
+    frontier.add_argument('--runtimes', nargs='+', default=None, metavar='RUNTIME',
+                          help='runtimes to time in: eager eager_bf16 onnxruntime openvino openvino_f32 '
+                               '(default: all that are installed)')
     frontier.add_argument('--plots', metavar='PREFIX', default=None,
-                          help='write PREFIX_latency.png and PREFIX_memory.png (default: the --json path '
-                               'without .json; no plots without either)')
+                          help='write PREFIX_<runtime>.png per runtime and PREFIX_memory.png (default: the --json '
+                               'path without .json; no plots without either)')
     frontier.add_argument('--plot-only', action='store_true',
                           help='measure nothing: print the table and draw the plots of the --json report')
     p.set_defaults(func=run)
@@ -61,13 +66,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_side_by_side(args: argparse.Namespace) -> int:
-    from ..analysis.benchmark import RUNTIMES, format_benchmark, format_profile, profile_inference, run_benchmark
-    from ..analysis.benchmark import save_report
+    from ..speed.benchmark import RUNTIMES, format_benchmark, format_profile, profile_inference, run_benchmark
+    from ..speed.benchmark import save_report
     frontier_only = [flag for flag, value in (('--variants', args.variants), ('--peers', args.peers),
-                                              ('--plots', args.plots), ('--plot-only', args.plot_only)) if value]
+                                              ('--runtimes', args.runtimes), ('--plots', args.plots),
+                                              ('--plot-only', args.plot_only)) if value]
     if frontier_only:
         raise ValueError(f'{", ".join(frontier_only)} belong to --frontier; add --frontier or drop them')
-    skipped = {'onnxruntime': args.no_onnxruntime, 'openvino': args.no_openvino}
+    skipped = {'onnxruntime': args.no_onnxruntime, 'openvino': args.no_openvino, 'openvino_f32': args.no_openvino}
     report = run_benchmark(args.models or DEFAULT_MODELS, reference=args.reference or DEFAULT_REFERENCE,
                            image_size=args.size, batch_sizes=args.batch, train_batch=args.train_batch or None,
                            runs=args.runs, warmup=args.warmup, train_runs=args.train_runs, threads=args.threads,
@@ -87,12 +93,17 @@ def _run_side_by_side(args: argparse.Namespace) -> int:
 
 
 def _run_frontier(args: argparse.Namespace) -> int:
-    from ..analysis.frontier import format_frontier, load_frontier, plot_frontier, run_frontier
-    from ..analysis.peers import DEFAULT_PEERS, DEFAULT_VARIANTS, resolve_peers, resolve_variants
+    from ..speed.frontier import format_frontier, load_frontier, run_frontier
+    from ..speed.plots import plot_frontier
+    from ..speed.peers import DEFAULT_PEERS, DEFAULT_VARIANTS, resolve_peers, resolve_variants
+    from ..speed.runtimes import RUNTIMES
     side_by_side_only = [flag for flag, value in (('--models', args.models), ('--reference', args.reference),
-                                                  ('--profile', args.profile)) if value]
+                                                  ('--profile', args.profile),
+                                                  ('--no-onnxruntime', args.no_onnxruntime),
+                                                  ('--no-openvino', args.no_openvino)) if value]
     if side_by_side_only:
-        raise ValueError(f'{", ".join(side_by_side_only)} do not apply to --frontier; use --variants and --peers')
+        raise ValueError(f'{", ".join(side_by_side_only)} do not apply to --frontier; use --variants, --peers and '
+                         f'--runtimes')
     plots = args.plots or (str(Path(args.json).with_suffix('')) if args.json else None)
     if args.plot_only:
         if not args.json:
@@ -103,6 +114,7 @@ def _run_frontier(args: argparse.Namespace) -> int:
         variants = resolve_variants(args.variants or DEFAULT_VARIANTS)
         peers = resolve_peers(args.peers or DEFAULT_PEERS)
         report = run_frontier(variants, peers, image_size=args.size, batch_sizes=args.batch,
+                              runtimes=args.runtimes or RUNTIMES,
                               train_batch=args.train_batch or None, runs=args.runs, warmup=args.warmup,
                               train_runs=args.train_runs, threads=args.threads, device=args.device,
                               memory=not args.no_memory, json_path=args.json, log=_log)
@@ -116,7 +128,7 @@ def _run_frontier(args: argparse.Namespace) -> int:
 
 def _saved_models(report, variants, peers):
     """The models of a saved frontier report to show: those named, else every measured one of each family."""
-    from ..analysis.peers import resolve_peers, resolve_variants
+    from ..speed.peers import resolve_peers, resolve_variants
     models = report['models']
     names = []
     for family, requested, resolve in (('uniconvnet', variants, resolve_variants), ('peer', peers, resolve_peers)):

@@ -6,11 +6,11 @@ import sys
 from typing import List, Optional
 
 from ..engine.trainer import TrainingDiverged, TrainingInterrupted
-from . import bench, detseg, erf, evaluate, export, predict, train, yolo
+from . import bench, detseg, erf, evaluate, export, predict, shards, train, yolo
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
-    from ..analysis.complexity import format_variants_table, variants_table
+    from ..speed.complexity import format_variants_table, variants_table
     rows = variants_table(args.size, args.names or ())
     if args.json:
         print(json.dumps(rows, indent=2))
@@ -20,9 +20,8 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
-    from ..checkpoints import convert_official_checkpoint
-    out = convert_official_checkpoint(args.src, args.dst, args.model)
-    print(f'wrote {out} ({args.model})')
+    from ..engine.convert import convert_checkpoint
+    convert_checkpoint(args.src, args.dst, args.model, use_ema=args.use_ema)
     return 0
 
 
@@ -37,13 +36,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--json', action='store_true', help='print JSON instead of a Markdown table')
     p.set_defaults(func=_cmd_models)
 
-    p = sub.add_parser('convert', help='convert an official checkpoint to safetensors in our layout')
-    p.add_argument('src', help='official .pth checkpoint')
-    p.add_argument('dst', help='output .safetensors file')
-    p.add_argument('--model', required=True, help='variant name, e.g. uniconvnet_t')
+    p = sub.add_parser('convert', help="convert an official .pth or a timm train.py .pth.tar to our safetensors",
+                       description="Convert an official UniConvNet .pth, a checkpoint of timm's train.py "
+                                   "(model_best.pth.tar: read with only argparse.Namespace allowed besides tensors) "
+                                   "or one of ours. DST.safetensors: the weights alone; any other DST: a folder with "
+                                   "model.safetensors and config.json that timm, transformers, uniconvnet eval and "
+                                   "predict load.")
+    p.add_argument('src', help='official .pth, timm train.py .pth.tar, or our last.pt/best.pt')
+    p.add_argument('dst', help='output .safetensors file, or output folder')
+    p.add_argument('--model', help='model name, e.g. uniconvnet_t (default: recorded in the checkpoint, else '
+                                   'recognised from the weights)')
+    p.add_argument('--use-ema', action='store_true',
+                   help="convert the EMA weights (timm's state_dict_ema, our model_ema) instead of the model's")
     p.set_defaults(func=_cmd_convert)
 
-    for command in (erf, train, evaluate, predict, detseg, bench, export, yolo):  # each module adds its subcommands
+    # each module adds its subcommands
+    for command in (erf, train, shards, evaluate, predict, detseg, bench, export, yolo):
         command.add_parser(sub)
     return parser
 

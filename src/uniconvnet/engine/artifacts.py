@@ -29,15 +29,26 @@ class TrainedModelInfo:
 
 
 def write_model_config(model: nn.Module, path: Union[str, Path], meta: Dict[str, Any]) -> Path:
-    """``config.json`` in timm's format (architecture, label_names, preprocessing), written atomically."""
+    """``config.json`` in timm's format (architecture, label_names, preprocessing), written atomically.
+
+    timm (``local-dir:``, ``hf-hub:``) and transformers (``AutoModelForImageClassification``) read it.
+    """
     from timm.models._hub import save_config_for_hf
     pre = Preprocessing.from_dict(meta['preprocessing'])
     data_config = dict(input_size=pre.input_size, interpolation=pre.interpolation, mean=pre.mean, std=pre.std,
                        crop_pct=pre.crop_pct)
     model_config = {'label_names': list(meta.get('label_names') or []),
                     'pretrained_cfg': {'tag': meta.get('tag', '')}}
-    return atomic_write(path, lambda tmp: save_config_for_hf(model, tmp, model_config=model_config,
-                                                               data_config=data_config))
+
+    def write(tmp: str) -> None:
+        save_config_for_hf(model, tmp, model_config=model_config, data_config=data_config)
+        config = json.loads(Path(tmp).read_text())
+        # timm 1.0.31 repeats num_classes in model_args; transformers' TimmWrapper passes model_args and its own
+        # num_classes to timm.create_model, which then fails ("got multiple values for keyword argument
+        # 'num_classes'"). timm reads the class count from the top-level num_classes either way.
+        config.get('model_args', {}).pop('num_classes', None)
+        Path(tmp).write_text(json.dumps(config, indent=2))
+    return atomic_write(path, write)
 
 
 def read_model_config(path: Union[str, Path]) -> TrainedModelInfo:

@@ -10,15 +10,18 @@ from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from torch.utils.data import Dataset
 
 from ..checkpoints import load_weights
-from ..data import DIGITS_CLASSES, Augmentation, DigitsDataset, ImageFolderDataset, Preprocessing, build_transform
+from ..data import (DIGITS_CLASSES, Augmentation, DigitsDataset, ImageFolderDataset, Preprocessing, build_transform,
+                    open_data_source)
 from ..models import check_model_name, create_model, is_uniconvnet
 from .artifacts import write_model_config
 from .config import TrainConfig
 from .distributed import DistributedContext
+from .model_card import classification_model_card
 from .run import RunParts, check_settings, run_training
 from .trainer import Task, Trainer
 
-__all__ = ['ClassificationTask', 'build_classification_model', 'build_datasets', 'load_finetune_weights', 'train']
+__all__ = ['ClassificationTask', 'augmentation_of', 'build_classification_model', 'build_datasets',
+           'load_finetune_weights', 'train']
 
 
 class ClassificationTask(Task):
@@ -68,6 +71,11 @@ class ClassificationTask(Task):
         """timm's ``config.json``: the output folder loads with ``timm.create_model('local-dir:...')``."""
         return write_model_config(model, path, self.metadata())
 
+    def model_card(self, trainer: Trainer) -> Optional[str]:
+        """The Hub model card: variant, data, recipe, results, curves, how to load with timm and transformers."""
+        return classification_model_card(trainer, self.model_name, self.tag, self.class_names,
+                                         list(self.preprocessing.input_size))
+
 
 def build_datasets(data: Optional[str]) -> Tuple[Dataset, Dataset, List[str], str]:
     """``(train, val, class names, data name)``: the built-in digits when ``data`` is None, else a folder."""
@@ -76,6 +84,12 @@ def build_datasets(data: Optional[str]) -> Tuple[Dataset, Dataset, List[str], st
     train_set = ImageFolderDataset(data, 'train')
     val_set = ImageFolderDataset(data, 'val', classes=train_set.classes)
     return train_set, val_set, train_set.classes, Path(data).resolve().name
+
+
+def augmentation_of(cfg: TrainConfig) -> Augmentation:
+    """The training augmentation ``cfg`` asks for (its recipe's values and the user's flags)."""
+    return Augmentation(scale=(cfg.scale_min, 1.0), hflip=cfg.hflip, color_jitter=cfg.color_jitter,
+                        auto_augment=cfg.auto_augment, re_prob=cfg.reprob, no_aug=cfg.no_aug)
 
 
 def load_finetune_weights(model: nn.Module, path: str, log: Callable[[str], None] = print) -> nn.Module:
@@ -117,7 +131,13 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
     history, the best ``val_top1`` and the output folder.
     """
     _check_config(cfg)
-    train_set, val_set, class_names, data_name = build_datasets(cfg.data)
+    # shards and Hugging Face datasets: metadata now, the datasets once the process group is up (setup)
+    source = open_data_source(cfg.data) if cfg.data else None
+    if source is None:
+        folder_sets = build_datasets(cfg.data)
+        class_names, data_name = folder_sets[2], folder_sets[3]
+    else:
+        class_names, data_name = source.class_names, source.name
     num_classes = len(class_names)
     if cfg.num_classes is not None and cfg.num_classes != num_classes:
         raise ValueError(f'--num-classes {cfg.num_classes} (recipe {cfg.recipe}) but the data has '
@@ -125,12 +145,15 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
                          f'{cfg.num_classes} classes')
 
     def setup(ctx: DistributedContext, log: Callable[[str], None]) -> RunParts:
+        if source is None:
+            train_set, val_set = folder_sets[:2]
+        else:
+            train_set, val_set = source.datasets(ctx.world_size, ctx.rank, cfg.batch_size, cfg.workers, cfg.seed,
+                                                 log)
         model = build_classification_model(cfg, num_classes, log)
         pre = Preprocessing.from_model(model, image_size=cfg.image_size, crop_pct=cfg.crop_pct,
                                        interpolation=cfg.interpolation)
-        aug = Augmentation(scale=(cfg.scale_min, 1.0), hflip=cfg.hflip, color_jitter=cfg.color_jitter,
-                           auto_augment=cfg.auto_augment, re_prob=cfg.reprob, no_aug=cfg.no_aug)
-        train_set.transform = build_transform(pre, is_training=True, aug=aug)
+        train_set.transform = build_transform(pre, is_training=True, aug=augmentation_of(cfg))
         val_set.transform = build_transform(pre, is_training=False)
         task = ClassificationTask(cfg.model, class_names, pre, cfg.mixup, cfg.cutmix, cfg.mixup_prob,
                                   cfg.mixup_switch_prob, cfg.smoothing, tag=data_name)
@@ -138,11 +161,13 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
             log('warning: bf16 on CPU with inputs under 32x32 gives 1x1 feature maps, for which PyTorch\'s bf16 '
                 'convolution computes wrong weight gradients (docs/training.md, known issues); use --amp fp16 or none')
         params = sum(p.numel() for p in model.parameters())
+        per_process = ' per process and epoch (streamed)' if source is not None and source.streams else ''
 
         def describe(trainer: Trainer) -> List[str]:
             return [
                 f'{cfg.model} ({params / 1e6:.2f}M parameters), {num_classes} classes, data {data_name}: '
-                f'{len(train_set)} train / {len(val_set)} val images at {pre.input_size[1]}x{pre.input_size[2]}',
+                f'{len(train_set)} train / {len(val_set)} val images{per_process} at '
+                f'{pre.input_size[1]}x{pre.input_size[2]}',
                 f'recipe {cfg.recipe}: {cfg.epochs} epochs ({cfg.warmup_epochs:g} warm-up), {cfg.opt}, weight decay '
                 f'{cfg.weight_decay:g}, layer decay {cfg.layer_decay}, drop path {cfg.drop_path or 0:g}, mixup '
                 f'{cfg.mixup:g}, cutmix {cfg.cutmix:g}, smoothing {cfg.smoothing:g}, EMA {cfg.ema_decay:g}, '

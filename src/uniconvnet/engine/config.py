@@ -14,8 +14,10 @@ class TrainConfig:
     """Training settings. ``None`` means "decided by the recipe, the model or the data" (see ``recipes.py``)."""
     # what to train on what
     model: str = _opt('uniconvnet_a', 'model name: uniconvnet_a ... uniconvnet_xl (or any timm model)')
-    data: Optional[str] = _opt(None, 'ImageNet-style folder with train/CLASS/*.jpg and val/CLASS/*.jpg '
-                                     '(default: the built-in scikit-learn digits)')
+    data: Optional[str] = _opt(None, 'ImageNet-style folder with train/CLASS/*.jpg and val/CLASS/*.jpg; wds/PATH '
+                                     '(webdataset shards, `uniconvnet shards`); hfds/NAME or hfids/NAME (Hugging '
+                                     'Face dataset, loaded or streamed); a save_to_disk folder (default: the '
+                                     'built-in scikit-learn digits)')
     output: Optional[str] = _opt(None, 'output folder (default: runs/MODEL-DATA)')
     recipe: Optional[str] = _opt(None, 'preset: digits (default without --data), in1k (default with --data), '
                                        'ft384, in22k')

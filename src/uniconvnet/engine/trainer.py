@@ -4,7 +4,8 @@ A :class:`Task` says how a batch becomes a loss and how validation batches becom
 :class:`Trainer` does the rest: timm optimiser (with layer-wise lr decay) and scheduler, mixed precision,
 gradient accumulation, clipping, the NaN/inf guard, EMA, DistributedDataParallel, progress, ``metrics.jsonl``,
 ``curves.png``, atomic ``last.pt``/``best.pt`` with everything needed to resume, and the final
-``model.safetensors`` + ``config.json`` (timm's format: ``timm.create_model('local-dir:OUTPUT')`` loads it).
+``model.safetensors`` + ``config.json`` (timm's format: ``timm.create_model('local-dir:OUTPUT')`` loads it) with the
+task's model card (``README.md``: the folder is a Hub model repository).
 """
 import contextlib
 import json
@@ -24,6 +25,7 @@ from timm.utils import ModelEmaV3
 from torch.utils.data import DataLoader
 
 from ..data.folder import CorruptImageError
+from ..data.loader import set_epoch
 from ..io import atomic_save, atomic_write_text, save_safetensors
 from .config import TrainConfig
 from .distributed import DistributedContext
@@ -88,6 +90,10 @@ class Task:
     def write_config(self, model: nn.Module, path: Path) -> Path:
         """``config.json`` beside the final weights: the metadata as JSON (classification writes timm's format)."""
         return atomic_write_text(path, json.dumps(self.metadata(), indent=2))
+
+    def model_card(self, trainer: 'Trainer') -> Optional[str]:
+        """``README.md`` of the finished run's output folder (a Hub model card), or None to write none."""
+        return None
 
 
 def make_logger(path: Path, enabled: bool) -> Callable[[str], None]:
@@ -318,8 +324,7 @@ class Trainer:
         """One pass over the training data; returns the mean loss of the applied updates."""
         cfg = self.cfg
         self.train_model.train()
-        if hasattr(self.train_loader.sampler, 'set_epoch'):
-            self.train_loader.sampler.set_epoch(epoch)
+        set_epoch(self.train_loader, epoch)
         n = self.batches_per_epoch
         progress = Progress(n, f'epoch {epoch + 1}/{cfg.epochs}', self.ctx.is_main, log_interval=cfg.log_interval,
                             write=self.log)
@@ -460,6 +465,9 @@ class Trainer:
             if self.ctx.is_main:
                 self.export()
                 self._write_records()
+                card = self.task.model_card(self)
+                if card:
+                    atomic_write_text(self.output / 'README.md', card)
         except KeyboardInterrupt:
             raise TrainingInterrupted(min(epoch + 1, self.cfg.epochs), self.cfg.epochs, self.last_checkpoint,
                                       max(self.saved_epochs, self.start_epoch), self.output) from None
@@ -505,11 +513,15 @@ def evaluate_task(task: Task, model: nn.Module, loader: DataLoader, ctx: Distrib
     autocast = (torch.autocast(ctx.device.type, dtype=amp_dtype) if amp_dtype is not None
                 else contextlib.nullcontext())
     batches = iter(loader)
-    for _ in range(len(loader) if max_batches is None else min(max_batches, len(loader))):
+    seen = 0
+    while max_batches is None or seen < max_batches:  # to the end: a shard stream's length is only an estimate
         try:
             batch = next(batches)
+        except StopIteration:
+            break
         except CorruptImageError as e:
             raise _clean_worker_error(e) from None
+        seen += 1
         batch = _move(batch, ctx.device, channels_last)
         with autocast:
             out = task.evaluation_sums(model, batch)
