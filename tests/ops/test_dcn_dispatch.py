@@ -218,7 +218,7 @@ def test_import_and_cpu_use_need_no_triton():
 @pytest.fixture
 def fresh_deprecations(monkeypatch):
     """Deprecation warnings come once per process: start this test with none given yet."""
-    from uniconvnet import deprecation
+    from uniconvnet import _deprecation as deprecation
     monkeypatch.setattr(deprecation, '_warned', set())
 
 

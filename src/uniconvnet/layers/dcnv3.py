@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..deprecation import warn_deprecated
+from .._deprecation import warn_deprecated
 from ..ops import dcnv3
 from ..ops.dcn import check_backend_name
 from .checks import check_layout

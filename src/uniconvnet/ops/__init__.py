@@ -1,5 +1,5 @@
 """Sampling operators. ``dcnv3`` is the single entry point; its backends are registered in :mod:`.dcn`."""
-from ..deprecation import warn_deprecated
+from .._deprecation import warn_deprecated
 from .dcn import BACKEND_ENV_VAR, BACKENDS, backend_names, dcnv3, describe_backends, select_backend
 from .dcn.export_backend import dcnv3_export
 from .dcn.gather_backend import dcnv3_gather

@@ -10,7 +10,7 @@ from types import MappingProxyType
 
 import torch
 
-from ...deprecation import warn_deprecated
+from ..._deprecation import warn_deprecated
 
 __all__ = ['BACKENDS', 'REFERENCE_BACKEND', 'Backend', 'DCNForward', 'auto_order', 'backend_names',
            'check_backend_name', 'describe_backends', 'get_backend', 'register']
