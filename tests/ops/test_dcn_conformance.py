@@ -95,6 +95,29 @@ def test_half_inputs_are_sampled_in_float32(name, dtype):
         torch.testing.assert_close(got.float(), want.float(), rtol=4 * tol, atol=4 * tol)
 
 
+@pytest.mark.parametrize('name', backend_names())
+def test_custom_ops_pass_opcheck(name):
+    """Schema, fake (meta) implementations, autograd registration and AOT dispatch with dynamic shapes of the
+    forward op and the backward op, for each gradient request the autograd formula makes."""
+    backend = _backend_or_skip(name, torch.float32)
+    op = backend.custom_op
+    if op is None:
+        pytest.skip(f'the {name} backend is plain ATen ops, no custom op')
+    g = GEOMETRIES['stride2_odd_group_width_scaled']
+    x, offset, mask = (t.requires_grad_() for t in make_inputs(g, torch.float32, 'fractional'))
+    kernel, stride, padding, dilation, group, scale = g.args
+    geometry = (list(kernel), list(stride), list(padding), list(dilation), group, scale)
+    result = torch.library.opcheck(op.forward_op, (x, offset, mask, *geometry))
+    assert set(result.values()) == {'SUCCESS'}, result
+    x, offset, mask = x.detach(), offset.detach(), mask.detach()
+    residuals = list(op.forward_op(x, offset, mask, *geometry)[1:]) if op.num_residuals else []
+    grad_out = torch.randn(x.shape[0], offset.shape[1], offset.shape[2], x.shape[3])
+    for needed in ([True, True, True], [True, False, True], [False, True, False]):
+        result = torch.library.opcheck(op.backward_op, (grad_out, x, offset if op.saves_offset else None, mask,
+                                                        residuals, *geometry, needed))
+        assert set(result.values()) == {'SUCCESS'}, result
+
+
 def _fraction_outside(g, offset) -> float:
     """Share of samples whose four bilinear corners all lie outside the (unpadded) image."""
     padded_h, padded_w = g.height + 2 * g.padding[0], g.width + 2 * g.padding[1]

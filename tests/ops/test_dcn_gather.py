@@ -48,17 +48,3 @@ def test_dispatch_routes_to_the_gather_core():
     torch.testing.assert_close(fast, dcnv3_gather(*tensors, *g.args), rtol=0, atol=0)
     forced = dcnv3(*tensors, kernel, stride, padding, dilation, group, scale, backend='torch')
     torch.testing.assert_close(forced, dcnv3_torch(*tensors, *g.args), rtol=0, atol=0)
-
-
-def test_custom_ops_pass_opcheck():
-    from uniconvnet.ops.dcn import gather_backend
-    g = GEOMETRIES['stride2_odd_group_width_scaled']
-    x, offset, mask = (t.requires_grad_() for t in make_inputs(g, torch.float32))
-    kernel, stride, padding, dilation, group, scale = g.args
-    geometry = (list(kernel), list(stride), list(padding), list(dilation), group, scale)
-    torch.library.opcheck(gather_backend._OP.forward_op, (x, offset, mask, *geometry))
-    _, *residuals = gather_backend._OP.forward_op(x.detach(), offset.detach(), mask.detach(), *geometry)
-    grad_out = torch.randn(x.shape[0], offset.shape[1], offset.shape[2], x.shape[3])
-    for needed in ([True, False, True], [False, True, False]):
-        torch.library.opcheck(gather_backend._OP.backward_op, (grad_out, x.detach(), None, mask.detach(), residuals,
-                                                              *geometry, needed))

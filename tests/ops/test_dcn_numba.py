@@ -63,19 +63,6 @@ def test_gradcheck_float64_and_partial_gradients():
 
 
 @needs_numba
-def test_custom_ops_pass_opcheck():
-    g = GEOMETRIES['stride2_odd_group_width_scaled']
-    x, offset, mask = (t.requires_grad_() for t in make_inputs(g, torch.float32))
-    kernel, stride, padding, dilation, group, scale = g.args
-    geometry = (list(kernel), list(stride), list(padding), list(dilation), group, scale)
-    torch.library.opcheck(numba_core._OP.forward_op, (x, offset, mask, *geometry))
-    grad_out = torch.randn(x.shape[0], offset.shape[1], offset.shape[2], x.shape[3])
-    for needed in ([True, False, True], [False, True, False]):
-        torch.library.opcheck(numba_core._OP.backward_op, (grad_out, x.detach(), offset.detach(), mask.detach(), [],
-                                                          *geometry, needed))
-
-
-@needs_numba
 def test_auto_dispatch_picks_the_numba_kernels_on_cpu(monkeypatch):
     monkeypatch.setattr('uniconvnet.ops.dcn.DEFAULT_BACKEND', None)
     g = GEOMETRIES['three_groups']

@@ -30,13 +30,19 @@ class SamplingOp:
     """A backend's DCNv3 sampling as a custom op pair; call it with the arguments of :data:`.registry.DCNForward`.
 
     Attributes:
+        name: the forward op's name, ``'namespace::op'`` (``namespace.op.default`` in a graph).
         forward_op, backward_op: the registered custom ops (for ``torch.library.opcheck`` and graph inspection).
+        num_residuals: tensors the forward op returns after the output, for the backward op.
+        saves_offset: whether the backward op takes the offsets (else None in their place).
     """
 
-    def __init__(self, forward_op, backward_op, num_residuals: int, cast_to_sampling_dtype: bool):
+    def __init__(self, name: str, forward_op, backward_op, num_residuals: int, saves_offset: bool,
+                 cast_to_sampling_dtype: bool):
+        self.name = name
         self.forward_op = forward_op
         self.backward_op = backward_op
-        self._num_residuals = num_residuals
+        self.num_residuals = num_residuals
+        self.saves_offset = saves_offset
         self._cast = cast_to_sampling_dtype
 
     def __call__(self, input: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor, kernel_size: Sequence[int],
@@ -48,7 +54,7 @@ class SamplingOp:
             input, offset, mask = input.to(compute_dtype), offset.to(compute_dtype), mask.to(compute_dtype)
         out = self.forward_op(input.contiguous(), offset.contiguous(), mask.contiguous(), list(kernel_size),
                               list(stride), list(padding), list(dilation), int(group), float(offset_scale))
-        if self._num_residuals:
+        if self.num_residuals:
             out = out[0]
         return out.to(dtype)
 
@@ -122,4 +128,4 @@ def sampling_op(
         return tuple(g if need else None for g, need in zip(grads, needed)) + (None,) * len(ctx.geometry)
 
     forward_op.register_autograd(_autograd_backward, setup_context=_setup_context)
-    return SamplingOp(forward_op, backward_op, num_residuals, cast_to_sampling_dtype)
+    return SamplingOp(name, forward_op, backward_op, num_residuals, saves_offset, cast_to_sampling_dtype)

@@ -232,4 +232,5 @@ register(Backend(
     dtypes=(torch.float32, torch.float64, torch.float16, torch.bfloat16),
     auto_devices=('cpu',),
     aliases=('cpu',),
+    custom_op=_OP,
 ))

@@ -240,4 +240,5 @@ BACKEND = register(Backend(
     dtypes=(torch.float32, torch.float64, torch.float16, torch.bfloat16),
     requires=_numba_unavailable_reason,
     auto_devices=('cpu',),
+    custom_op=_OP,
 ))

@@ -11,6 +11,7 @@ from types import MappingProxyType
 import torch
 
 from ..._deprecation import warn_deprecated
+from .customop import SamplingOp
 
 __all__ = ['BACKENDS', 'REFERENCE_BACKEND', 'Backend', 'DCNForward', 'auto_order', 'backend_names',
            'check_backend_name', 'describe_backends', 'get_backend', 'register']
@@ -48,6 +49,8 @@ class Backend:
             and a whole model stays within the official-parity tolerance. False for arithmetic reordered for
             speed: float32 stage outputs then move by about 1e-4; float64 shows it is the same function.
         aliases: deprecated names that still select it, with a warning naming ``name``.
+        custom_op: the :class:`.customop.SamplingOp` behind ``forward``, where it is one: its ops are what
+            ``torch.compile`` and ``torch.export`` graphs show, and what the tests check with ``opcheck``.
     """
 
     name: str
@@ -61,6 +64,7 @@ class Backend:
     differentiable: bool = True
     reference_locations: bool = True
     aliases: Tuple[str, ...] = ()
+    custom_op: Optional[SamplingOp] = None
 
     def why_not(self, input: torch.Tensor) -> Optional[str]:
         """Why this backend cannot take ``input`` (its device and dtype), in words; None when it can."""

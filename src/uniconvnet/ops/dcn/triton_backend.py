@@ -178,4 +178,5 @@ BACKEND = register(Backend(
     auto_devices=('cuda',),
     interpreted_devices=('cpu',),
     reference_locations=False,  # the kernels compute sampling positions in their own order, in float32
+    custom_op=dcnv3_sample,
 ))
