@@ -13,6 +13,7 @@ The kernels run on CUDA tensors, or on CPU tensors under Triton's interpreter (s
 the sampling positions; the official-parity path is the PyTorch core (backend ``torch``).
 """
 import contextlib
+from dataclasses import dataclass
 from typing import Optional, Sequence, Tuple
 
 import torch
@@ -20,7 +21,7 @@ import torch
 from .customop import sampling_op
 from .registry import Backend, register
 
-__all__ = ['dcnv3_triton', 'triton_is_available']
+__all__ = ['DEFAULT_CONFIG', 'TritonConfig', 'dcnv3_triton', 'triton_is_available']
 
 OP_NAME = 'uniconvnet::dcnv3_sample'
 BACKWARD_OP_NAME = 'uniconvnet::dcnv3_sample_backward'
@@ -68,36 +69,59 @@ def _check_runnable(input: torch.Tensor) -> None:
         raise RuntimeError(f'{OP_NAME}: {reason}; use dcnv3(..., backend="torch") for these tensors')
 
 
-# Elements per (pixels x channels) tile: 4 per thread with 4 warps. Larger tiles need many more registers
-# (ptxas, sm_90, bfloat16 forward/backward: 80/126 at 512 elements, 145/192 at 1024), leaving fewer warps to
-# hide the latency of the gathers (benchmarks/dcnv3_triton_registers.py); on a GPU, benchmarks/dcnv3_gpu.py
-# --block-q measures the choice.
-_TILE_ELEMENTS = 512
-_NUM_WARPS = 4
 # int32 element indices while every index fits, with a margin for the clamped out-of-image corners
 _INT32_INDEX_LIMIT = 2 ** 31 - 2 ** 24
 
 
-def _block_sizes(group_channels: int, block_q: Optional[int]) -> Tuple[int, int]:
-    """(pixels, channels) per program: all of a group's channels, in a tile of about ``_TILE_ELEMENTS``."""
-    block_c = max(2, 1 << (group_channels - 1).bit_length())
-    if block_q is None:
-        block_q = max(4, _TILE_ELEMENTS // block_c)
-    return block_q, block_c
+@dataclass(frozen=True)
+class TritonConfig:
+    """How the Triton kernels are launched. Every config computes the same numbers (up to the order in which the
+    input gradient's atomic adds land); they differ in speed only, which ``benchmarks/dcnv3_gpu.py`` measures.
+
+    Args:
+        tile_elements: pixels x channels per program: ``tile_elements // BLOCK_C`` pixels (at least 4) with all
+            channels of one group (``BLOCK_C``: the group width rounded up to a power of two). Larger tiles need
+            more registers per thread (``benchmarks/dcnv3_triton_registers.py``), leaving fewer warps in flight to
+            hide the latency of the gathers.
+        num_warps: warps per program.
+        vector_channels: compile the group width in as a constant where it is a power of two (the kernels'
+            ``EVEN_C``): each thread then loads a vector of channels and computes its pixel's sampling position
+            once for all of them (DCNv4's lesson). False: the width is a run-time value, and a width Triton cannot
+            prove a multiple of 16 (UniConvNet-A's 8) gets one channel per thread.
+        relaxed_atomics: scatter the input gradient with relaxed atomics instead of Triton's default
+            acquire-release ones, which order memory around every add; nothing reads the buffer before the kernel
+            ends, so relaxed suffices.
+    """
+    tile_elements: int = 512
+    num_warps: int = 4
+    vector_channels: bool = True
+    relaxed_atomics: bool = True
+
+    def block_sizes(self, group_channels: int) -> Tuple[int, int]:
+        """(pixels, channels) per program for groups of ``group_channels`` channels."""
+        block_c = max(2, 1 << (group_channels - 1).bit_length())
+        return max(4, self.tile_elements // block_c), block_c
 
 
-def _launch_arguments(input, offset, kernel_size, stride, padding, dilation, group, offset_scale, block_q):
+# What the custom op launches: the one place to change after measuring on a GPU (benchmarks/dcnv3_gpu.py times
+# the alternatives side by side and prints which config was fastest).
+DEFAULT_CONFIG = TritonConfig()
+
+
+def _launch_arguments(input, offset, kernel_size, stride, padding, dilation, group, offset_scale,
+                      config: TritonConfig):
     n, height, width, channels = input.shape
     out_h, out_w = offset.shape[1], offset.shape[2]
     group_channels = channels // group
-    block_q, block_c = _block_sizes(group_channels, block_q)
+    block_q, block_c = config.block_sizes(group_channels)
     num_queries = n * out_h * out_w
     grid = (-(-num_queries // block_q), group)
     scalars = (num_queries, height, width, out_h, out_w, group, group_channels,
                stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1], float(offset_scale))
     largest = max(input.numel(), offset.numel(), num_queries * channels)
     meta = dict(KERNEL_H=kernel_size[0], KERNEL_W=kernel_size[1], BLOCK_Q=block_q, BLOCK_C=block_c,
-                WIDE_INDEX=largest >= _INT32_INDEX_LIMIT, num_warps=_NUM_WARPS)
+                WIDE_INDEX=largest >= _INT32_INDEX_LIMIT,
+                EVEN_C=config.vector_channels and group_channels == block_c, num_warps=config.num_warps)
     return grid, scalars, meta
 
 
@@ -107,24 +131,24 @@ def _device_guard(tensor: torch.Tensor):
 
 
 def dcnv3_forward_triton(input, offset, mask, kernel_size, stride, padding, dilation, group, offset_scale,
-                         block_q: Optional[int] = None) -> torch.Tensor:
-    """Launch the forward kernel (no autograd). ``block_q`` overrides the pixels per program (tuning)."""
+                         config: Optional[TritonConfig] = None) -> torch.Tensor:
+    """Launch the forward kernel (no autograd) with ``config`` (None: :data:`DEFAULT_CONFIG`)."""
     _check_runnable(input)
     input, offset, mask = input.contiguous(), offset.contiguous(), mask.contiguous()
     out = input.new_empty((input.shape[0], offset.shape[1], offset.shape[2], input.shape[3]))
     if out.numel() == 0:
         return out
     grid, scalars, meta = _launch_arguments(input, offset, kernel_size, stride, padding, dilation, group,
-                                            offset_scale, block_q)
+                                            offset_scale, config or DEFAULT_CONFIG)
     with _device_guard(input):
         _kernels().dcnv3_forward_kernel[grid](input, offset, mask, out, *scalars, **meta)
     return out
 
 
 def dcnv3_backward_triton(grad_out, input, offset, mask, kernel_size, stride, padding, dilation, group,
-                          offset_scale, block_q: Optional[int] = None
+                          offset_scale, config: Optional[TritonConfig] = None
                           ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Launch the backward kernel: gradients for input, offset and mask, in their dtypes."""
+    """Launch the backward kernel: gradients for input, offset and mask, in their dtypes (``config`` as above)."""
     _check_runnable(input)
     grad_out, input = grad_out.contiguous(), input.contiguous()
     offset, mask = offset.contiguous(), mask.contiguous()
@@ -133,11 +157,13 @@ def dcnv3_backward_triton(grad_out, input, offset, mask, kernel_size, stride, pa
     grad_offset = torch.zeros_like(offset)
     grad_mask = torch.zeros_like(mask)
     if grad_out.numel() > 0:
+        config = config or DEFAULT_CONFIG
         grid, scalars, meta = _launch_arguments(input, offset, kernel_size, stride, padding, dilation, group,
-                                                offset_scale, block_q)
+                                                offset_scale, config)
         with _device_guard(input):
             _kernels().dcnv3_backward_kernel[grid](grad_out, input, offset, mask, grad_input, grad_offset,
-                                                   grad_mask, *scalars, **meta)
+                                                   grad_mask, *scalars, **meta,
+                                                   ATOMIC_SEM='relaxed' if config.relaxed_atomics else 'acq_rel')
     return grad_input.to(input.dtype), grad_offset, grad_mask
 
 

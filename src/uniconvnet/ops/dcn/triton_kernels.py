@@ -9,6 +9,15 @@ Each program handles ``BLOCK_Q`` output pixels of one group, with all ``Cg`` cha
 ``(BLOCK_Q, BLOCK_C)`` tile: a group's channels are contiguous in memory, so each bilinear corner is one
 contiguous read per pixel, and the reductions over channels that the offset and mask gradients need stay
 inside the program (no atomics for them). Only the input gradient is scattered, with float32 atomics.
+
+Two compile-time switches (set by :class:`uniconvnet.ops.dcnv3_triton.TritonConfig`) change speed, not results:
+  * ``EVEN_C``: the group width is exactly ``BLOCK_C`` (a power of two), used as a constant. Every channel index is
+    then a known multiple of it, so Triton loads and stores a vector of channels per thread (up to 16 bytes), and each
+    thread computes a pixel's sampling position and loads its offsets and mask once for all its channels
+    (DCNv4's lesson). Without it, a group width that Triton cannot prove a multiple of 16 (UniConvNet-A's 8)
+    gets one channel per thread, and every thread of a pixel repeats that pixel's loads and arithmetic.
+  * ``ATOMIC_SEM``: the memory order of the input-gradient atomics. ``'relaxed'`` suffices, as nothing reads
+    the buffer until the kernel ends; ``'acq_rel'`` is Triton's default.
 """
 import triton
 import triton.language as tl
@@ -18,11 +27,13 @@ import triton.language as tl
 _CLAMP_MARGIN = tl.constexpr(2.0)
 
 
-
 @triton.jit
 def _tile_indices(num_queries, height, width, out_h, out_w, group, group_channels, KERNEL_H: tl.constexpr,
-                  KERNEL_W: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_C: tl.constexpr, WIDE_INDEX: tl.constexpr):
+                  KERNEL_W: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_C: tl.constexpr, WIDE_INDEX: tl.constexpr,
+                  EVEN_C: tl.constexpr):
     """This program's output pixels ``q`` (one group ``g``, channels ``c``) and the element indices derived."""
+    if EVEN_C:  # the group width as a constant: every index below is a known multiple of it (vector accesses)
+        group_channels = BLOCK_C
     g = tl.program_id(1)
     q = tl.program_id(0) * BLOCK_Q + tl.arange(0, BLOCK_Q)
     if WIDE_INDEX:  # int64 element indices only for tensors past int32 range: int32 needs fewer registers
@@ -32,7 +43,10 @@ def _tile_indices(num_queries, height, width, out_h, out_w, group, group_channel
     row = (q // out_w) % out_h
     batch = q // (out_w * out_h)
     c = tl.arange(0, BLOCK_C)
-    tile_ok = q_ok[:, None] & (c < group_channels)[None, :]
+    if EVEN_C:  # no channel is masked: the mask is constant along the channels, as vector accesses need
+        tile_ok = tl.broadcast_to(q_ok[:, None], (BLOCK_Q, BLOCK_C))
+    else:
+        tile_ok = q_ok[:, None] & (c < group_channels)[None, :]
     channels = group * group_channels
     # [BLOCK_Q, BLOCK_C] index of channel c of this group at pixel (0, 0) of each pixel's image
     image_base = (batch * height * width * channels + g * group_channels)[:, None] + c[None, :]
@@ -94,12 +108,12 @@ def dcnv3_forward_kernel(
         num_queries, height, width, out_h, out_w, group, group_channels,
         stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, offset_scale,
         KERNEL_H: tl.constexpr, KERNEL_W: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_C: tl.constexpr,
-        WIDE_INDEX: tl.constexpr,
+        WIDE_INDEX: tl.constexpr, EVEN_C: tl.constexpr,
 ):
     """out[n, ho, wo, g*Cg + c] = sum_p mask[n, ho, wo, g, p] * bilinear(input[n, :, :, g*Cg + c], pos_p)."""
     q_ok, col, row, tile_ok, channels, image_base, point_base, out_index = _tile_indices(
         num_queries, height, width, out_h, out_w, group, group_channels, KERNEL_H, KERNEL_W, BLOCK_Q, BLOCK_C,
-        WIDE_INDEX)
+        WIDE_INDEX, EVEN_C)
     acc = tl.zeros((BLOCK_Q, BLOCK_C), dtype=tl.float32)
     # a loop, not static_range: unrolling the points lets the compiler hoist every load and spill registers
     for p in range(KERNEL_H * KERNEL_W):
@@ -117,7 +131,7 @@ def dcnv3_backward_kernel(
         num_queries, height, width, out_h, out_w, group, group_channels,
         stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, offset_scale,
         KERNEL_H: tl.constexpr, KERNEL_W: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_C: tl.constexpr,
-        WIDE_INDEX: tl.constexpr,
+        WIDE_INDEX: tl.constexpr, EVEN_C: tl.constexpr, ATOMIC_SEM: tl.constexpr,
 ):
     """Gradients of the forward above; ``grad_input_ptr`` is a zeroed float32 buffer (scattered with atomics).
 
@@ -128,7 +142,7 @@ def dcnv3_backward_kernel(
     """
     q_ok, col, row, tile_ok, channels, image_base, point_base, out_index = _tile_indices(
         num_queries, height, width, out_h, out_w, group, group_channels, KERNEL_H, KERNEL_W, BLOCK_Q, BLOCK_C,
-        WIDE_INDEX)
+        WIDE_INDEX, EVEN_C)
     grad_out = tl.load(grad_out_ptr + out_index, mask=tile_ok, other=0.0).to(tl.float32)
     for p in range(KERNEL_H * KERNEL_W):
         weight, sampled, lx, ly, corner, ok00, ok01, ok10, ok11, v00, v01, v10, v11 = _point_corners(
@@ -148,10 +162,12 @@ def dcnv3_backward_kernel(
                  (scale * tl.sum(grad_out * d_dy, axis=1)).to(grad_offset_ptr.dtype.element_ty), mask=q_ok)
 
         weighted = grad_out * weight[:, None]
-        tl.atomic_add(grad_input_ptr + corner, weighted * (hy * hx)[:, None], mask=ok00)
-        tl.atomic_add(grad_input_ptr + corner + channels, weighted * (hy * lx)[:, None], mask=ok01)
-        tl.atomic_add(grad_input_ptr + corner + width * channels, weighted * (ly * hx)[:, None], mask=ok10)
-        tl.atomic_add(grad_input_ptr + corner + (width + 1) * channels, weighted * (ly * lx)[:, None], mask=ok11)
+        tl.atomic_add(grad_input_ptr + corner, weighted * (hy * hx)[:, None], mask=ok00, sem=ATOMIC_SEM)
+        tl.atomic_add(grad_input_ptr + corner + channels, weighted * (hy * lx)[:, None], mask=ok01, sem=ATOMIC_SEM)
+        tl.atomic_add(grad_input_ptr + corner + width * channels, weighted * (ly * hx)[:, None], mask=ok10,
+                      sem=ATOMIC_SEM)
+        tl.atomic_add(grad_input_ptr + corner + (width + 1) * channels, weighted * (ly * lx)[:, None], mask=ok11,
+                      sem=ATOMIC_SEM)
 
 
 # True when TRITON_INTERPRET was on when Triton decorated the kernels: they then run on the CPU through
