@@ -7,7 +7,7 @@
 Triton lowers the kernels all the way to a cubin on the CPU (its own LLVM and the ptxas it ships), so this
 checks what Triton's interpreter cannot: that the kernels compile for a real GPU. ``ptxas -v`` then gives
 registers per thread and spills, the first thing to look at when choosing the tile size
-(``dcnv3_triton.TritonConfig``), and the PTX shows how wide the global accesses are (``v4``: 16 bytes for
+(``triton_backend.TritonConfig``), and the PTX shows how wide the global accesses are (``v4``: 16 bytes for
 float32) and which atomics the input gradient uses. The kernels are compiled with the argument specialisation a
 real launch gets (16-byte aligned tensors; integers that are multiples of 16 marked so), without which Triton
 would give every thread one channel and the numbers would describe another kernel. No GPU is used; minutes on a

@@ -237,7 +237,8 @@ def test_cpu_is_a_deprecated_name_of_gather(fresh_deprecations):
 def test_old_function_and_context_manager_names_warn_once(fresh_deprecations):
     import uniconvnet.ops
     from uniconvnet.layers import dcn_backend
-    with pytest.warns(FutureWarning, match=r'uniconvnet\.ops\.dcnv3_cpu is deprecated: use uniconvnet\.ops\.dcnv3_gather'):
+    with pytest.warns(FutureWarning,
+                      match=r'uniconvnet\.ops\.dcnv3_cpu is deprecated: use uniconvnet\.ops\.dcnv3_gather'):
         assert uniconvnet.ops.dcnv3_cpu is dcnv3_gather
     model = timm.create_model('uniconvnet_a', num_classes=3, dcn_backend='torch')
     with pytest.warns(FutureWarning, match=r'uniconvnet\.layers\.dcn_backend is deprecated: '
