@@ -9,8 +9,7 @@ import time
 
 import torch
 
-from uniconvnet.ops import dcnv3_torch
-from uniconvnet.ops.dcnv3_cpu import dcnv3_cpu
+from uniconvnet.ops import dcnv3_gather, dcnv3_torch
 
 STAGES = ((56, 64), (28, 128), (14, 256), (7, 512))  # (resolution, channels) of UniConvNet-T's stages
 
@@ -44,7 +43,7 @@ def main() -> None:
             mask = torch.randn(batch, size, size, group * 9)
             row = []
             for mode in ('forward', 'backward'):
-                for core in (dcnv3_torch, dcnv3_cpu):
+                for core in (dcnv3_torch, dcnv3_gather):
                     if mode == 'forward':
                         def run(core=core):
                             with torch.no_grad():

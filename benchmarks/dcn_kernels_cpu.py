@@ -18,12 +18,12 @@ import timm
 import torch
 
 import uniconvnet  # noqa: F401  (registers the models)
-from uniconvnet.layers import dcn_backend
-from uniconvnet.ops import dcnv3_cpu, dcnv3_numba, dcnv3_torch
+from uniconvnet.layers import using_dcn_backend
+from uniconvnet.ops import dcnv3_gather, dcnv3_numba, dcnv3_torch
 
 VARIANTS = {'A': ((24, 48, 96, 192), 8, 32), 'N0': ((48, 96, 192, 384), 16, 16), 'T': ((64, 128, 256, 512), 16, 16)}
 SIZES = (56, 28, 14, 7)
-CORES = {'numba': dcnv3_numba, 'gather': dcnv3_cpu, 'grid_sample': dcnv3_torch}
+CORES = {'numba': dcnv3_numba, 'gather': dcnv3_gather, 'grid_sample': dcnv3_torch}
 GEOMETRY = ((3, 3), (1, 1), (1, 1), (1, 1))
 
 
@@ -83,10 +83,10 @@ def whole_model(runs: int):
 
     def forward_with(backend):
         def run():
-            with torch.no_grad(), dcn_backend(model, backend):
+            with torch.no_grad(), using_dcn_backend(model, backend):
                 model(x)
         return run
-    med = interleaved_medians({'numba': forward_with('numba'), 'gather': forward_with('cpu')}, runs)
+    med = interleaved_medians({'numba': forward_with('numba'), 'gather': forward_with('gather')}, runs)
     return {k: v * 1e3 for k, v in med.items()}
 
 

@@ -17,7 +17,7 @@ and the next section runs; results are written after every measurement, so a kil
   core         the sampling core at UniConvNet-T's four stage shapes (batch 64, 224x224), float32 and bfloat16:
                forward and forward+backward, Triton against the PyTorch core (target: fwd+bwd >= 5x), then the
                launch configs of the Triton kernels side by side (vector channels, atomics, tile size, warps),
-               each checked against the core; the fastest is what dcnv3_triton.DEFAULT_CONFIG should be.
+               each checked against the core; the fastest is what triton_backend.DEFAULT_CONFIG should be.
   training     UniConvNet-T (Triton, and the PyTorch core) against timm's convnext_tiny: bf16 autocast,
                channels_last, AdamW, batch 64: images/s and peak memory (targets: >= 0.8x, <= 1.3x).
   inference    images/s of A, N0, T (fused) and their frontier peers at batch 1 and 256, bf16 autocast and fp32.

@@ -7,7 +7,7 @@
 Triton lowers the kernels all the way to a cubin on the CPU (its own LLVM and the ptxas it ships), so this
 checks what Triton's interpreter cannot: that the kernels compile for a real GPU. ``ptxas -v`` then gives
 registers per thread and spills, the first thing to look at when choosing the tile size
-(``dcnv3_triton.TritonConfig``), and the PTX shows how wide the global accesses are (``v4``: 16 bytes for
+(``triton_backend.TritonConfig``), and the PTX shows how wide the global accesses are (``v4``: 16 bytes for
 float32) and which atomics the input gradient uses. The kernels are compiled with the argument specialisation a
 real launch gets (16-byte aligned tensors; integers that are multiples of 16 marked so), without which Triton
 would give every thread one channel and the numbers would describe another kernel. No GPU is used; minutes on a
@@ -29,8 +29,8 @@ import triton  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
-from uniconvnet.ops import dcnv3_triton_kernels as kernels  # noqa: E402
-from uniconvnet.ops.dcnv3_triton import DEFAULT_CONFIG, TritonConfig  # noqa: E402
+from uniconvnet.ops.dcn import triton_kernels as kernels  # noqa: E402
+from uniconvnet.ops.dcn.triton_backend import DEFAULT_CONFIG, TritonConfig  # noqa: E402
 
 TRITON_TYPES = {'float32': 'fp32', 'bfloat16': 'bf16', 'float16': 'fp16'}
 

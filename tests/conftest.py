@@ -1,6 +1,6 @@
 import os
 
-# Triton's interpreter runs the Triton kernels on the CPU for tests/test_dcnv3_triton.py. It has to be on before
+# Triton's interpreter runs the Triton kernels on the CPU for the tests in tests/ops/. It has to be on before
 # triton.language is first imported (torch._dynamo, which timm imports, imports it), so it is switched on here,
 # for the whole session: every other test uses CPU tensors, where nothing else runs Triton.
 os.environ.setdefault('TRITON_INTERPRET', '1')

@@ -1,13 +1,14 @@
 """torch.compile and torch.export of a whole UniConvNet on the CPU paths (the gather core and the PyTorch core).
 
-The custom op's own compile and export tests (the Triton path) are in test_dcnv3_triton.py.
+The custom op's own compile and export tests (the Triton path) are in ops/test_dcn_triton.py.
 """
 import pytest
 import timm
 import torch
 
 import uniconvnet  # noqa: F401  (registers the models)
-from uniconvnet.layers import DCNv3, dcn_backend
+from uniconvnet.layers import DCNv3, using_dcn_backend
+from uniconvnet.ops import BACKENDS
 
 
 @pytest.fixture(scope='module')
@@ -30,7 +31,7 @@ def model_and_input():
 
 def test_export_matches_eager_with_plain_ops(model_and_input):
     model, x = model_and_input
-    with dcn_backend(model, 'torch'):
+    with using_dcn_backend(model, 'torch'):
         program = torch.export.export(model, (x,))
     targets = {str(node.target) for node in program.graph.nodes if node.op == 'call_function'}
     # on the CPU the graph holds only ATen ops: what ONNX export and other graph consumers need
@@ -40,15 +41,21 @@ def test_export_matches_eager_with_plain_ops(model_and_input):
         torch.testing.assert_close(program.module()(x), model(x))
 
 
-@pytest.mark.parametrize('backend,op', [('cpu', 'dcnv3_cpu_forward'), ('numba', 'dcnv3_numba_forward')])
-def test_export_keeps_the_cpu_core_as_one_op(model_and_input, backend, op):
-    if backend == 'numba':
-        pytest.importorskip('numba')
+# every registered backend that is a custom op and runs natively on CPU tensors
+CUSTOM_OP_BACKENDS = [name for name, b in BACKENDS.items() if b.custom_op is not None and b.devices is not None
+                      and 'cpu' in b.devices]
+
+
+@pytest.mark.parametrize('backend', CUSTOM_OP_BACKENDS)
+def test_export_keeps_the_cpu_core_as_one_op(model_and_input, backend):
+    reason = BACKENDS[backend].why_not(torch.zeros(0))
+    if reason is not None:
+        pytest.skip(reason)
     model, x = model_and_input
-    with dcn_backend(model, backend):
+    with using_dcn_backend(model, backend):
         program = torch.export.export(model, (x,))
         targets = {str(node.target) for node in program.graph.nodes if node.op == 'call_function'}
-        assert f'uniconvnet.{op}.default' in targets
+        assert BACKENDS[backend].custom_op.name.replace('::', '.') + '.default' in targets
         assert 'aten.grid_sampler.default' not in targets
         with torch.no_grad():
             torch.testing.assert_close(program.module()(x), model(x))

@@ -104,6 +104,49 @@ def _core(x, offset, mask, group, k=3, pad=1, stride=1, dilation=1):
     return dcnv3_torch(x, offset, mask, (k, k), (stride, stride), (pad, pad), (dilation, dilation), group, 1.0)
 
 
+@pytest.mark.parametrize('shape,message', [
+    ((2, 8, 8, 32), r'^DCNv3 expects a channels-last \(N, H, W, C\) tensor with C=64, got shape \[2, 8, 8, 32\]$'),
+    ((8, 8, 64), r'^DCNv3 expects a channels-last \(N, H, W, C\) tensor with C=64, got shape \[8, 8, 64\]$'),
+    ((1, 2, 8, 8, 64), r'got shape \[1, 2, 8, 8, 64\]$'),
+    ((2, 64, 8, 8), r'got shape \[2, 64, 8, 8\]; it looks \(N, C, H, W\): pass x\.permute\(0, 2, 3, 1\)$'),
+])
+def test_dcnv3_names_the_expected_layout(shape, message):
+    layer = DCNv3(64, group=4)
+    with pytest.raises(ValueError, match=message):
+        layer(torch.randn(shape))
+
+
+@pytest.mark.parametrize('shape,message', [
+    ((2, 32, 8, 8), r'^ReceptiveFieldAggregator expects an \(N, C, H, W\) tensor with C=64, got shape \[2, 32, 8, 8\]$'),
+    ((64, 8, 8), r'got shape \[64, 8, 8\]$'),
+    ((2, 8, 8, 64), r'got shape \[2, 8, 8, 64\]; it looks channels-last: pass x\.permute\(0, 3, 1, 2\)$'),
+])
+def test_rfa_names_the_expected_layout(shape, message):
+    rfa = RFA(64)
+    with pytest.raises(ValueError, match=message):
+        rfa(torch.randn(shape))
+
+
+def test_layout_checks_survive_scripting_and_fx_tracing():
+    from timm.models import create_feature_extractor, get_graph_node_names  # timm's FX tracer: checks are leaves
+    dcn, rfa = DCNv3(16, group=2).eval(), RFA(16, kernel_sizes=(3,)).eval()
+    x = torch.randn(1, 5, 6, 16)
+    for layer, good, bad in ((dcn, x, x[..., :8]), (rfa, x.permute(0, 3, 1, 2), x)):
+        scripted = torch.jit.script(layer)
+        with torch.no_grad():
+            torch.testing.assert_close(scripted(good), layer(good))
+        with pytest.raises(torch.jit.Error, match='expects'):
+            scripted(bad)
+        layer = torch.nn.Sequential(layer)  # called with the input alone, as a model calls it
+        _, nodes = get_graph_node_names(layer)
+        assert any('check_layout' in node for node in nodes)  # one call in the graph
+        traced = create_feature_extractor(layer, return_nodes=[nodes[-1]])
+        with torch.no_grad():
+            torch.testing.assert_close(traced(good)[nodes[-1]], layer(good))
+        with pytest.raises(ValueError, match='expects'):
+            traced(bad)
+
+
 def test_core_zero_offset_is_a_box_filter():
     # zero offsets and a mask of ones: a 3x3 sum with zero padding, per channel
     n, h, w, g, gc = 2, 5, 7, 3, 4

@@ -3,7 +3,7 @@
 All of them run the DCNv3 sampling as standard operators only: in ONNX one ``GridSample`` (opset 16 and later)
 per DCN layer, so onnxruntime and other runtimes need no custom plugin. OpenVINO IR is converted by OpenVINO's
 own ONNX frontend (optional extra ``openvino``) from an ONNX graph whose sampling arithmetic is arranged for
-OpenVINO (the ``export`` DCN backend, :mod:`uniconvnet.ops.dcnv3_export`), and kept in float32. Batch and
+OpenVINO (the ``export`` DCN backend, :mod:`uniconvnet.ops.dcn.export_backend`), and kept in float32. Batch and
 image size stay dynamic in ONNX, OpenVINO IR and ExportedPrograms; TorchScript is shape-generic by construction.
 """
 import os
@@ -18,7 +18,7 @@ import torch.nn as nn
 
 from .checkpoints import model_from_checkpoint
 from .io import atomic_write
-from .layers import dcn_backend
+from .layers import using_dcn_backend
 from .models import create_model
 
 __all__ = ['FORMATS', 'export_model', 'export_pretrained', 'pad_depthwise_channels']
@@ -182,7 +182,7 @@ def export_model(
     example = torch.randn(1, in_chans, *image_size)
     # the DCN sampling as plain operators; for OpenVINO in the arrangement its CPU plugin runs fastest
     backend = 'export' if format == 'openvino' else 'torch'
-    with torch.no_grad(), dcn_backend(model, backend), warnings.catch_warnings():
+    with torch.no_grad(), using_dcn_backend(model, backend), warnings.catch_warnings():
         # the tracer notes that shape checks are constants, and the exporter that strided slices do not
         # fold: both expected here. TorchScript's deprecation notice is for the user of the format.
         warnings.filterwarnings('ignore', category=torch.jit.TracerWarning)

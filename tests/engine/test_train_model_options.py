@@ -31,14 +31,16 @@ def test_options_are_recorded_and_applied(tmp_path):
     assert all(b.recompute == [False, False, False] for b in plain.modules() if isinstance(b, UniConvNetBlock))
 
 
-def test_backend_names_follow_the_ops():
-    assert DCN_BACKENDS == ('auto', *ops.BACKENDS)
+def test_backend_names_follow_the_registry():
+    assert DCN_BACKENDS == ('auto', *ops.backend_names())
+    assert 'gather' in DCN_BACKENDS and 'cpu' not in DCN_BACKENDS  # 'cpu': the gather backend's deprecated alias
 
 
 @pytest.mark.parametrize('args, message', [
     (['--recompute', 'rfa,attn'], "--recompute 'rfa,attn': unknown branch 'attn'; give a comma-separated list from "
                                   "rfa, dcn, mlp (e.g. --recompute rfa,dcn)"),
-    (['--dcn-backend', 'cuda'], "--dcn-backend 'cuda' is not a DCNv3 backend; choose one of " + ', '.join(DCN_BACKENDS)),
+    (['--dcn-backend', 'cuda'], "unknown DCNv3 backend 'cuda' in the --dcn-backend flag; choose one of: " +
+     ', '.join(DCN_BACKENDS)),
     (['--model', 'resnet18', '--recompute', 'rfa', '--dcn-backend', 'torch'],
      '--recompute and --dcn-backend: options of UniConvNet models, not of resnet18'),
 ])

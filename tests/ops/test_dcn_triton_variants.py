@@ -1,7 +1,7 @@
 """Every launch config of the Triton DCNv3 kernels computes the PyTorch core's numbers (Triton's interpreter).
 
 The GPU benchmark (benchmarks/dcnv3_gpu.py) times these configs side by side and the library launches the
-fastest (``dcnv3_triton.DEFAULT_CONFIG``), so each must be right before it is timed: vector channels on and off
+fastest (``triton_backend.DEFAULT_CONFIG``), so each must be right before it is timed: vector channels on and off
 (the group width as a compile-time constant, or a run-time value with masked channels), relaxed and
 acquire-release atomics, and tiles from 4 pixels per program to many, with one or several warps.
 conftest.py switches the interpreter on (TRITON_INTERPRET=1).

@@ -18,8 +18,9 @@ from ..data import (DIGITS_CLASSES, Augmentation, DigitsDataset, ImageFolderData
 from ..data.folder import CorruptImageError, find_split_folder, scan_class_folders
 from ..models import check_model_name, create_model, is_uniconvnet
 from ..models.uniconvnet import BRANCHES
+from ..ops.dcn import check_backend_name
 from .artifacts import load_trained_model, readable_class_names, write_model_config
-from .config import DCN_BACKENDS, TrainConfig
+from .config import TrainConfig
 from .distributed import DistributedContext, resolve_device
 from .model_card import classification_model_card
 from .run import RunParts, check_settings, cpu_threads, run_training
@@ -120,10 +121,8 @@ def uniconvnet_options(cfg: TrainConfig) -> Dict[str, Any]:
     if unknown:
         raise ValueError(f'--recompute {cfg.recompute!r}: unknown branch {unknown[0]!r}; give a comma-separated list '
                          f'from {", ".join(BRANCHES)} (e.g. --recompute rfa,dcn)')
-    if cfg.dcn_backend is not None and cfg.dcn_backend not in DCN_BACKENDS:
-        raise ValueError(f'--dcn-backend {cfg.dcn_backend!r} is not a DCNv3 backend; choose one of '
-                         f'{", ".join(DCN_BACKENDS)}')
-    return dict(head_init_scale=cfg.head_init_scale, recompute=recompute, dcn_backend=cfg.dcn_backend)
+    dcn_backend = check_backend_name(cfg.dcn_backend, '--dcn-backend flag')  # the registry's names and aliases
+    return dict(head_init_scale=cfg.head_init_scale, recompute=recompute, dcn_backend=dcn_backend)
 
 
 def build_classification_model(cfg: TrainConfig, num_classes: int, log: Callable[[str], None] = print) -> nn.Module:

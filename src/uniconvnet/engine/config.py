@@ -6,8 +6,8 @@ from .. import ops
 
 __all__ = ['DCN_BACKENDS', 'TrainConfig']
 
-#: what ``--dcn-backend`` takes: 'auto' and the backends of :mod:`uniconvnet.ops`
-DCN_BACKENDS = ('auto', *ops.BACKENDS)
+#: what ``--dcn-backend`` takes: 'auto' and the backends registered in :mod:`uniconvnet.ops`
+DCN_BACKENDS = ('auto', *ops.backend_names())
 
 
 def _opt(default: Any, help: str, choices: Optional[tuple] = None) -> Any:

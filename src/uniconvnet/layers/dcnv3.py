@@ -11,11 +11,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .._deprecation import warn_deprecated
 from ..ops import dcnv3
-from ..ops.dcnv3 import check_backend_name
+from ..ops.dcn import check_backend_name
+from .checks import check_layout
 from .functional import scale_rows
 
-__all__ = ['DCNv3', 'dcn_backend', 'set_dcn_backend']
+__all__ = ['DCNv3', 'dcn_backend', 'set_dcn_backend', 'using_dcn_backend']
 
 
 class DCNv3(nn.Module):
@@ -28,9 +30,10 @@ class DCNv3(nn.Module):
         group: groups; each group of ``channels // group`` channels shares offsets and mask.
         offset_scale: scale of the kernel grid and offsets.
         dw_kernel_size: kernel of the depthwise conv feeding the offset/mask heads (default ``kernel_size``).
-        backend: the sampling backend (``'auto'``, ``'torch'``, ``'cpu'``, ``'triton'``, see
-            :mod:`uniconvnet.ops.dcnv3`); None: the user's default (``UNICONVNET_DCN_BACKEND``, else ``'auto'``).
-            An attribute: change it with :func:`set_dcn_backend` or, for a block of code, :func:`dcn_backend`.
+        backend: the sampling backend: ``'auto'`` or a registered name (``uniconvnet.ops.backend_names()``,
+            described by ``uniconvnet.ops.describe_backends()``); None: the user's default
+            (``UNICONVNET_DCN_BACKEND``, else ``'auto'``). An attribute: change it with :func:`set_dcn_backend`
+            or, for a block of code, :func:`using_dcn_backend`.
     """
 
     backend: Optional[str]
@@ -87,6 +90,7 @@ class DCNv3(nn.Module):
         """``x``: ``(N, H, W, C)``. ``output_scale``: a per-channel scale of the output (a layer scale after this
         layer), applied to the output projection's weights, so that the output need not be kept for its gradient.
         """
+        x = check_layout('DCNv3', x, self.channels, channels_last=True)
         value = self.input_proj(x)
         query = self.dw_conv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
         out = dcnv3(
@@ -119,10 +123,10 @@ def set_dcn_backend(module: nn.Module, backend: Optional[str]) -> nn.Module:
 
 
 @contextmanager
-def dcn_backend(module: nn.Module, backend: Optional[str]) -> Iterator[nn.Module]:
+def using_dcn_backend(module: nn.Module, backend: Optional[str]) -> Iterator[nn.Module]:
     """Run a block of code with every DCNv3 layer of ``module`` on ``backend``; each layer's own setting after.
 
-    Example: ``with dcn_backend(model, 'torch'): torch.onnx.export(model, ...)``.
+    Example: ``with using_dcn_backend(model, 'torch'): torch.onnx.export(model, ...)``.
     """
     previous: Dict[DCNv3, Optional[str]] = {m: m.backend for m in module.modules() if isinstance(m, DCNv3)}
     set_dcn_backend(module, backend)
@@ -131,3 +135,9 @@ def dcn_backend(module: nn.Module, backend: Optional[str]) -> Iterator[nn.Module
     finally:
         for layer, name in previous.items():
             layer.backend = name
+
+
+def dcn_backend(module: nn.Module, backend: Optional[str]):
+    """Deprecated name of :func:`using_dcn_backend` (``dcn_backend`` is also the model's keyword argument)."""
+    warn_deprecated('uniconvnet.layers.dcn_backend', 'uniconvnet.layers.using_dcn_backend')
+    return using_dcn_backend(module, backend)

@@ -24,6 +24,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .checks import check_layout
 from .functional import block_diagonal, depthwise_channels_last, pointwise_channels_last, product_linear, scale_rows
 from .fusion import fold_input_affine_, fold_output_scale_, without_affine
 
@@ -158,6 +159,7 @@ class ReceptiveFieldAggregator(nn.Module):
         """``output_scale``: a per-channel scale of the output (the block's layer scale). With two or more layer
         operators it acts through the last one's weights, so that no output-sized tensor is kept for its
         gradient; with one, whose output adds the context unprojected, it multiplies the output."""
+        x = check_layout('ReceptiveFieldAggregator', x, self.dim, channels_last=False)
         x = self.norm(x.permute(0, 2, 3, 1))
         through_weights = output_scale is not None and not self.layers[-1].first
         last_scale = output_scale if through_weights else None

@@ -366,10 +366,10 @@ class UniConvNet(nn.Module):
 
     @torch.jit.ignore
     def set_dcn_backend(self, backend: Optional[str]) -> 'UniConvNet':
-        """Sampling backend of every DCNv3 layer: ``'auto'``, ``'torch'`` (the reference core, plain ATen ops),
-        ``'cpu'`` or ``'triton'`` (see :mod:`uniconvnet.ops.dcnv3`); None: the user's default. Returns the model.
+        """Sampling backend of every DCNv3 layer: ``'auto'`` or a registered name (``uniconvnet.ops.backend_names()``;
+        ``'torch'`` is the reference core, plain ATen ops); None: the user's default. Returns the model.
 
-        For a block of code only: ``with uniconvnet.layers.dcn_backend(model, 'torch'): ...``.
+        For a block of code only: ``with uniconvnet.layers.using_dcn_backend(model, 'torch'): ...``.
         """
         return set_dcn_backend(self, backend)
 

@@ -1,11 +1,11 @@
 """Backend choice of ``dcnv3``: argument (the layer's and model's option), the user's default from the
-environment variable, auto, fallback with one log line."""
-import importlib
+environment variable, auto, fallback with one log line; the registry it reads, and the deprecated names."""
 import logging
 import os
 import subprocess
 import sys
 import textwrap
+import warnings
 
 import pytest
 import torch
@@ -14,23 +14,21 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 import timm
 
 import uniconvnet  # noqa: F401  (registers the models)
-from uniconvnet.layers import DCNv3, dcn_backend, set_dcn_backend
-from uniconvnet.ops import BACKEND_ENV_VAR, BACKENDS, dcnv3, dcnv3_cpu, dcnv3_numba, dcnv3_torch, select_backend
+from uniconvnet.layers import DCNv3, set_dcn_backend, using_dcn_backend
+from uniconvnet.ops import BACKEND_ENV_VAR, BACKENDS, dcn, dcnv3, dcnv3_gather, dcnv3_numba, dcnv3_torch, select_backend
 
-# the package attribute 'dcnv3' is the function; the module holds the dispatch state
-dcnv3_module = importlib.import_module('uniconvnet.ops.dcnv3')
-REPO_SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'src')
+REPO_SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), 'src')
 
 
 @pytest.fixture(autouse=True)
 def _fresh_dispatch_state(monkeypatch):
-    monkeypatch.setattr(dcnv3_module, 'DEFAULT_BACKEND', None)
-    monkeypatch.setattr(dcnv3_module, '_reported_fallbacks', set())
+    monkeypatch.setattr(dcn, 'DEFAULT_BACKEND', None)
+    monkeypatch.setattr(dcn, '_reported_fallbacks', set())
 
 
 def _set_user_default(monkeypatch, value):
     """What UNICONVNET_DCN_BACKEND=value gives: it is read once, when uniconvnet is imported."""
-    monkeypatch.setattr(dcnv3_module, 'DEFAULT_BACKEND', value.strip().lower() or None)
+    monkeypatch.setattr(dcn, 'DEFAULT_BACKEND', value.strip().lower() or None)
 
 
 def _fake_cuda_problem():
@@ -48,7 +46,6 @@ def test_auto_uses_the_numba_kernels_on_cpu():
     assert select_backend(torch.zeros(1)) == 'numba'
     assert select_backend(torch.zeros(1), 'auto') == 'numba'
     assert select_backend(torch.zeros(1), 'torch') == 'torch'
-    assert select_backend(torch.zeros(1, dtype=torch.int32)) == 'cpu'  # not a numba dtype: the gather core
 
 
 def test_auto_uses_triton_for_cuda_tensors():
@@ -76,12 +73,12 @@ def test_argument_beats_user_default(monkeypatch):
 def test_environment_variable_is_the_default_and_never_written():
     script = textwrap.dedent('''
         import os, torch, timm, uniconvnet
-        from uniconvnet.layers import dcn_backend
+        from uniconvnet.layers import using_dcn_backend
         from uniconvnet.ops import select_backend
-        assert select_backend(torch.zeros(1)) == 'torch'           # the user's default from the environment
-        assert select_backend(torch.zeros(1), 'cpu') == 'cpu'      # an explicit choice wins
+        assert select_backend(torch.zeros(1)) == 'torch'             # the user's default from the environment
+        assert select_backend(torch.zeros(1), 'gather') == 'gather'  # an explicit choice wins
         model = timm.create_model('uniconvnet_a', num_classes=3)
-        with dcn_backend(model, 'cpu'):
+        with using_dcn_backend(model, 'gather'):
             assert os.environ['UNICONVNET_DCN_BACKEND'] == ' Torch'  # library code never writes it
         print('ok')
     ''')
@@ -93,7 +90,8 @@ def test_environment_variable_is_the_default_and_never_written():
 
 
 def test_unknown_backend_names_its_source(monkeypatch):
-    with pytest.raises(ValueError, match=r"unknown DCNv3 backend 'cuda' in the backend argument.*auto, torch, cpu, numba, triton"):
+    with pytest.raises(ValueError, match=r"unknown DCNv3 backend 'cuda' in the backend argument; "
+                                         r"choose one of: auto, torch, numba, gather, triton, export$"):
         select_backend(torch.zeros(1), 'cuda')
     with pytest.raises(ValueError, match=r"unknown DCNv3 backend 'gpu'.*choose one of: auto, torch"):
         DCNv3(16, group=2, backend='gpu')
@@ -111,10 +109,10 @@ def _backends(model):
 def test_backend_is_an_option_of_the_layer_and_the_model():
     model = timm.create_model('uniconvnet_a', num_classes=3, dcn_backend='torch')
     assert _backends(model) == {'torch'}
-    assert model.set_dcn_backend('CPU') is model and _backends(model) == {'cpu'}
-    with dcn_backend(model, 'torch'):
+    assert model.set_dcn_backend('Gather') is model and _backends(model) == {'gather'}
+    with using_dcn_backend(model, 'torch'):
         assert _backends(model) == {'torch'}
-    assert _backends(model) == {'cpu'}  # each layer's own setting is back
+    assert _backends(model) == {'gather'}  # each layer's own setting is back
     set_dcn_backend(model, None)
     assert _backends(model) == {None}
     assert "backend='torch'" in repr(DCNv3(16, group=2, backend='torch'))
@@ -127,7 +125,7 @@ def test_layer_backend_decides_what_runs():
         layer.mask.weight.normal_()
         x = torch.randn(1, 5, 6, 16)
         reference = layer(x)
-        layer.backend = 'cpu'
+        layer.backend = 'gather'
         gather = layer(x)
     value = layer.input_proj(x)
     query = layer.dw_conv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
@@ -140,14 +138,15 @@ def test_layer_backend_decides_what_runs():
 
 def test_explicit_auto_falls_back_instead_of_raising(caplog):
     x = torch.randn(1, 3, 4, 8, device='meta')
-    with caplog.at_level(logging.WARNING, logger='uniconvnet.ops.dcnv3'):
+    with caplog.at_level(logging.WARNING, logger='uniconvnet.ops.dcn'):
         assert select_backend(x, 'auto') == 'torch'  # no backend of choice for meta tensors: the core, silently
     assert not caplog.records
 
 
 def test_forced_backend_that_cannot_run_raises():
     x = torch.zeros(1, 2, 2, 4, device='meta')
-    with pytest.raises(ValueError, match=r"backend 'triton' cannot run here: .*need CUDA tensors.*backend=\"torch\""):
+    with pytest.raises(ValueError, match=r"backend 'triton' cannot run here: the triton backend takes cuda tensors, "
+                                         r"got meta tensors\. Use backend=\"torch\" or \"auto\"$"):
         select_backend(x, 'triton')
 
 
@@ -155,7 +154,7 @@ def test_user_default_fallback_logs_one_line_once(monkeypatch, caplog):
     _set_user_default(monkeypatch, 'triton')
     x = torch.randn(1, 3, 4, 8, device='meta')
     offset, mask = torch.zeros(1, 3, 4, 36, device='meta'), torch.zeros(1, 3, 4, 18, device='meta')
-    with caplog.at_level(logging.WARNING, logger='uniconvnet.ops.dcnv3'):
+    with caplog.at_level(logging.WARNING, logger='uniconvnet.ops.dcn'):
         for _ in range(3):
             assert select_backend(x) == 'torch'
             assert dcnv3(x, offset, mask, group=2).shape == x.shape
@@ -170,8 +169,8 @@ def test_torch_backend_is_the_core_bit_for_bit():
     # auto on the CPU is the numba kernels (the gather core without numba): the same samples, summed in
     # another order
     auto = dcnv3(x, offset, mask, group=3)
-    core = BACKENDS[select_backend(x)][0]
-    assert core in (dcnv3_numba, dcnv3_cpu)
+    core = BACKENDS[select_backend(x)].forward
+    assert core in (dcnv3_numba, dcnv3_gather)
     assert torch.equal(auto, core(x, offset, mask, (3, 3), (1, 1), (1, 1), (1, 1), 3, 1.0))
     torch.testing.assert_close(auto, ref, rtol=0, atol=1e-5)
 
@@ -204,7 +203,7 @@ def test_import_and_cpu_use_need_no_triton():
             x = torch.empty(1, 4, 4, 8, device='cuda')
             assert select_backend(x) == 'torch'
             assert select_backend(x) == 'torch'
-        assert 'uniconvnet.ops.dcnv3_triton_kernels' not in sys.modules
+        assert 'uniconvnet.ops.dcn.triton_kernels' not in sys.modules
         print('ok')
     ''')
     env = dict(os.environ, PYTHONPATH=REPO_SRC + os.pathsep + os.environ.get('PYTHONPATH', ''))
@@ -214,3 +213,87 @@ def test_import_and_cpu_use_need_no_triton():
     assert result.stdout.strip() == 'ok'
     fallback_lines = [line for line in result.stderr.splitlines() if 'falls back from triton' in line]
     assert len(fallback_lines) == 1 and 'Triton is not installed' in fallback_lines[0]
+
+
+@pytest.fixture
+def fresh_deprecations(monkeypatch):
+    """Deprecation warnings come once per process: start this test with none given yet."""
+    from uniconvnet import _deprecation as deprecation
+    monkeypatch.setattr(deprecation, '_warned', set())
+
+
+def test_cpu_is_a_deprecated_name_of_gather(fresh_deprecations):
+    x, offset, mask = torch.randn(1, 4, 5, 8), torch.randn(1, 4, 5, 36), torch.randn(1, 4, 5, 18)
+    with pytest.warns(FutureWarning, match=r"^the DCNv3 backend name 'cpu' is deprecated: use 'gather'$"):
+        out = dcnv3(x, offset, mask, group=2, backend='cpu')
+    assert torch.equal(out, dcnv3(x, offset, mask, group=2, backend='gather'))
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')  # once per process: no second warning
+        assert select_backend(x, ' CPU ') == 'gather'
+        model = timm.create_model('uniconvnet_a', num_classes=3, dcn_backend='cpu')
+    assert _backends(model) == {'gather'}  # layers store the new name
+
+
+def test_old_function_and_context_manager_names_warn_once(fresh_deprecations):
+    import uniconvnet.ops
+    from uniconvnet.layers import dcn_backend
+    with pytest.warns(FutureWarning,
+                      match=r'uniconvnet\.ops\.dcnv3_cpu is deprecated: use uniconvnet\.ops\.dcnv3_gather'):
+        assert uniconvnet.ops.dcnv3_cpu is dcnv3_gather
+    model = timm.create_model('uniconvnet_a', num_classes=3, dcn_backend='torch')
+    with pytest.warns(FutureWarning, match=r'uniconvnet\.layers\.dcn_backend is deprecated: '
+                                           r'use uniconvnet\.layers\.using_dcn_backend'):
+        with dcn_backend(model, 'gather'):
+            assert _backends(model) == {'gather'}
+    assert _backends(model) == {'torch'}
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        with dcn_backend(model, 'numba'):
+            assert _backends(model) == {'numba'}
+
+
+@pytest.fixture
+def toy_backend():
+    """A backend registered for one test: the reference core under another name, for meta tensors only."""
+    from uniconvnet.ops.dcn import registry
+    backend = dcn.register(dcn.Backend(name='toy', forward=dcnv3_torch, description='the reference, renamed',
+                                       devices=('meta',), auto_devices=('meta',), aliases=('old-toy',)))
+    yield backend
+    del registry._registry['toy'], registry._aliases['old-toy']
+
+
+def test_a_registered_backend_is_a_choice_everywhere(toy_backend):
+    """One registration makes a backend a choice of the dispatcher, auto, the layers, the models and the error
+    messages and listings, with no list to edit."""
+    assert dcn.backend_names()[-1] == 'toy' and BACKENDS['toy'] is toy_backend
+    assert dcn.auto_order('meta') == ('toy',)
+    x = torch.zeros(1, 4, 5, 8, device='meta')
+    assert select_backend(x) == 'toy'
+    assert select_backend(torch.zeros(1, 4, 5, 8), 'auto') != 'toy'  # auto tries it on meta tensors only
+    assert DCNv3(8, group=2, backend='toy').backend == 'toy'
+    assert timm.create_model('uniconvnet_a', num_classes=3, dcn_backend='toy').stages[0].blocks[0].dcn.backend == 'toy'
+    assert 'toy ' in dcn.describe_backends() and 'the reference, renamed' in dcn.describe_backends()
+    with pytest.raises(ValueError, match=r'choose one of: auto, torch, numba, gather, triton, export, toy$'):
+        select_backend(x, 'toys')
+    with pytest.raises(ValueError, match=r"backend 'toy' cannot run here: the toy backend takes meta tensors, "
+                                         r"got cpu tensors"):
+        select_backend(torch.zeros(1), 'toy')
+
+
+def test_register_refuses_taken_and_reserved_names(toy_backend):
+    for name in ('toy', 'old-toy', 'auto', 'Numba'):
+        with pytest.raises(ValueError, match=f'DCNv3 backend name {name!r}'):
+            dcn.register(dcn.Backend(name=name, forward=dcnv3_torch, description=''))
+    with pytest.raises(ValueError, match="'auto' is a choice among backends"):
+        dcn.get_backend('auto')
+    assert dcn.get_backend('NUMBA') is BACKENDS['numba']
+
+
+def test_backends_declare_what_they_take():
+    for backend in BACKENDS.values():
+        assert backend.description and backend.name in dcn.backend_names()
+    assert BACKENDS['numba'].why_not(torch.zeros(1, dtype=torch.int32)) == \
+        'the numba backend takes float32, float64, float16, bfloat16 tensors, got int32'
+    assert BACKENDS['gather'].why_not(torch.zeros(1, device='meta')) == \
+        'the gather backend takes cpu tensors, got meta tensors'
+    assert BACKENDS['torch'].why_not(torch.zeros(1, device='meta', dtype=torch.int64)) is None

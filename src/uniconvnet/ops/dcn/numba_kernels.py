@@ -1,6 +1,6 @@
 """Numba kernels of the DCNv3 sampling core for CPUs: forward, and backward for input, offset and mask.
 
-Imports numba: only :mod:`.dcnv3_numba` imports this module, on the first call. Arrays are flat and
+Imports numba: only :mod:`.numba_backend` imports this module, on the first call. Arrays are flat and
 contiguous: input ``(N, H, W, C)``, offset ``(N, Ho, Wo, G, P, 2)``, mask and per-sample results
 ``(N, Ho, Wo, G, P)``. Every kernel recomputes the sampling coordinates from the offsets (a few flops per sample)
 instead of reading them from memory.

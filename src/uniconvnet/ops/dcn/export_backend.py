@@ -1,6 +1,7 @@
-"""DCNv3 sampling for OpenVINO export: the reference ``grid_sample`` core with its arithmetic arranged for OpenVINO.
+"""The ``export`` backend: the reference ``grid_sample`` core with its arithmetic arranged for OpenVINO; what
+OpenVINO export uses.
 
-Same operators as :func:`.dcnv3_torch.dcnv3_torch` (one ``GridSample`` per layer, element-wise arithmetic,
+Same operators as :func:`.torch_backend.dcnv3_torch` (one ``GridSample`` per layer, element-wise arithmetic,
 a sum), so that any ONNX runtime runs it; only the arrangement around the sampling differs, in two places where
 OpenVINO's CPU plugin (2026.4) is slow and onnxruntime is not:
 
@@ -15,10 +16,10 @@ OpenVINO's CPU plugin (2026.4) is slow and onnxruntime is not:
 Measured on UniConvNet-A (224x224, one thread): the DCN layer alone 1.5x faster in OpenVINO, the whole model
 0.83x / 0.88x eager PyTorch's latency at batch 1 / 8 instead of 0.97x / 1.10x; in onnxruntime this arrangement
 is 5-10% slower than the reference one, so ONNX export keeps the ``torch`` backend and OpenVINO export uses
-this one (the ``export`` backend of :func:`.dcnv3.dcnv3`).
+this one.
 
 The sampling locations equal the reference's up to float rounding (the multiply-add instead of the official
-order of operations), so outputs differ from :func:`.dcnv3_torch.dcnv3_torch` by float rounding: the bilinear
+order of operations), so outputs differ from :func:`.torch_backend.dcnv3_torch` by float rounding: the bilinear
 interpolation turns a location difference of one unit in the last place into an output difference of that
 times the local image gradient, about 1e-5 for unit-variance inputs in float32.
 """
@@ -27,7 +28,8 @@ from typing import Tuple
 import torch
 import torch.nn.functional as F
 
-from .dcnv3_torch import sampling_dtype
+from .geometry import sampling_dtype
+from .registry import Backend, register
 
 __all__ = ['dcnv3_export']
 
@@ -72,7 +74,7 @@ def dcnv3_export(
         group: int,
         offset_scale: float,
 ) -> torch.Tensor:
-    """DCNv3 sampling with ``F.grid_sample``; same arguments and result as :func:`.dcnv3_torch.dcnv3_torch`.
+    """DCNv3 sampling with ``F.grid_sample``; same arguments and result as :func:`.torch_backend.dcnv3_torch`.
 
     Half and bfloat16 inputs are sampled in float32, as in the reference.
     """
@@ -101,3 +103,11 @@ def dcnv3_export(
     out = out.reshape(n * group, group_channels, out_h * out_w, num_points).sum(-1)
     out = out.reshape(n, channels, out_h * out_w).transpose(1, 2).reshape(n, out_h, out_w, channels)
     return out.to(input.dtype)
+
+
+register(Backend(
+    name='export',
+    forward=dcnv3_export,
+    description='the reference arranged for OpenVINO (what OpenVINO export uses); plain ATen ops',
+    reference_locations=False,  # the sampling grid is one multiply-add on the offsets
+))

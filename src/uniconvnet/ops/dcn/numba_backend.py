@@ -1,38 +1,48 @@
-"""DCNv3 sampling core for CPUs as numba kernels: forward and backward, compiled on first use, cached on disk.
+"""The ``numba`` backend: DCNv3 sampling for CPUs as numba kernels, forward and backward, compiled on first use and
+cached on disk; what ``auto`` picks for CPU tensors.
 
-The kernels (:mod:`.dcnv3_numba_kernels`) walk the channels-last input directly: for each output pixel, group
-and kernel point they compute the sampling coordinate, then add the four bilinear corners times the mask into
-the output row; the backward recomputes the coordinates and, per (image, group), accumulates the gradients of
-the input (a race-free scatter), the offsets and the mask. Nothing but the inputs is saved for the backward.
+The kernels (:mod:`.numba_kernels`) walk the channels-last input directly: for each output pixel, group and kernel
+point they compute the sampling coordinate, then add the four bilinear corners times the mask into the output
+row; the backward recomputes the coordinates and, per (image, group), accumulates the gradients of the input (a
+race-free scatter), the offsets and the mask. Nothing but the inputs is saved for the backward.
 
 numba is optional (``pip install uniconvnet[numba]``): it is imported on the first call, never at
-``import uniconvnet``; where it is missing or fails to import, :func:`numba_unavailable_reason` says so and the
-dispatcher uses the gather core (:mod:`.dcnv3_cpu`). The kernels run on ``torch.get_num_threads()`` threads
-(at most numba's own limit, ``NUMBA_NUM_THREADS``) in numba's default threading layer.
+``import uniconvnet``; where it is missing or fails to import, the backend says why and ``auto`` uses the
+``gather`` backend.
 
-Sampling coordinates are bit for bit the reference's (:func:`.dcnv3_torch.sampling_locations`, then
-``grid_sample``'s un-normalisation); the first use checks that against PyTorch on this machine. Only the
-order of the weighted sums differs from the reference. Half and bfloat16 inputs are sampled in float32.
+Threads: the kernels run on ``torch.get_num_threads()`` threads (at most numba's own limit,
+``NUMBA_NUM_THREADS``), set for each call in numba's thread-local mask and restored after it. Every thread count
+of the process is left as the caller set it: numba's OpenMP threading layer, when it starts (once per process,
+on first use), sets the calling thread's OpenMP thread count to ``NUMBA_NUM_THREADS`` and the process's
+OpenMP max-active-levels; PyTorch shares that OpenMP runtime, and its intra-op thread count is the calling
+thread's OpenMP count. So this module starts numba's layer itself, once, and puts both settings back
+(:func:`_start_numba_threads`).
+
+Sampling coordinates are bit for bit the reference's (:func:`.geometry.sampling_locations`, then
+:func:`.geometry.unnormalize`); the first use checks that against PyTorch on this machine. Only the order of the
+weighted sums differs from the reference. Half and bfloat16 inputs are sampled in float32.
 """
+import ctypes
 import functools
+import threading
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .dcnv3_cpu import unnormalize
-from .dcnv3_torch import kernel_grid_locations, sampling_dtype, sampling_locations
+from .customop import sampling_op
+from .geometry import kernel_grid_locations, sampling_locations, unnormalize
+from .registry import Backend, register
 
-__all__ = ['dcnv3_numba', 'numba_unavailable_reason']
-
-_SUPPORTED_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+__all__ = ['dcnv3_numba']
 
 # Filled on the first call: the kernel module, or why it cannot run; and the rounding of the last
 # coordinate step that matches this machine's PyTorch. Plain module state, read by traced code.
 _kernel_module = None
 _unavailable: Optional[str] = None
 _fused_rounding = True
+_first_use = threading.Lock()
 
 
 def _grid(out_h: int, out_w: int, padded_h: int, padded_w: int, kernel_size: Sequence[int],
@@ -72,35 +82,64 @@ def _coordinates_match(kernels, fused: bool) -> bool:
     return True
 
 
+def _openmp_runtime() -> Optional[ctypes.CDLL]:
+    """The OpenMP runtime in the process's global symbol scope (where numba's OpenMP layer finds it: PyTorch's),
+    or None where there is none or it cannot be reached (Windows)."""
+    try:
+        runtime = ctypes.CDLL(None)
+        runtime.omp_get_max_threads, runtime.omp_get_max_active_levels  # noqa: B018  (both exist?)
+    except (AttributeError, OSError, TypeError):
+        return None
+    return runtime
+
+
+def _start_numba_threads(numba) -> None:
+    """Start numba's threading layer now, leaving every OpenMP and PyTorch thread setting as it was.
+
+    numba starts its layer once per process, on first use; the OpenMP layer then calls
+    ``omp_set_num_threads(NUMBA_NUM_THREADS)`` on the calling thread and raises the process's
+    max-active-levels. Both calls reach the OpenMP runtime PyTorch loaded, whose thread count on the calling
+    thread is PyTorch's intra-op thread count: after one forward pass, ``torch.get_num_threads()`` would read
+    numba's default instead of the caller's setting. Other layers (tbb, workqueue) touch no OpenMP setting.
+    """
+    openmp = _openmp_runtime()
+    threads = torch.get_num_threads()
+    before = None if openmp is None else (openmp.omp_get_max_threads(), openmp.omp_get_max_active_levels())
+    numba.get_num_threads()  # starts the threading layer (a no-op once started)
+    if openmp is not None and (openmp.omp_get_max_threads(), openmp.omp_get_max_active_levels()) != before:
+        openmp.omp_set_num_threads(before[0])
+        openmp.omp_set_max_active_levels(before[1])
+    if torch.get_num_threads() != threads:  # an OpenMP runtime not reachable above
+        torch.set_num_threads(threads)
+
+
 @torch.compiler.assume_constant_result  # traced code reads the answer; the import runs once, eagerly
 def _kernels_unavailable() -> Optional[str]:
     """Why the kernels cannot run in this process (numba missing, or coordinates off), None when they can."""
     global _kernel_module, _unavailable, _fused_rounding
-    if _kernel_module is None and _unavailable is None:
-        try:
-            from . import dcnv3_numba_kernels as kernels  # imports numba: only here, on first use
-        except Exception as error:  # ImportError, or a numba built for another numpy failing at import
-            _unavailable = f'numba does not import ({type(error).__name__}: {error}); pip install numba'
-            return _unavailable
-        for fused in (True, False):  # PyTorch's CPU kernels fuse the un-normalisation's multiply-add or not
-            if _coordinates_match(kernels, fused):
-                _kernel_module, _fused_rounding = kernels, fused
-                return None
-        _unavailable = "the numba kernels' sampling coordinates differ from PyTorch's on this machine"
+    with _first_use:
+        if _kernel_module is None and _unavailable is None:
+            try:
+                from . import numba_kernels as kernels  # imports numba: only here, on first use
+            except Exception as error:  # ImportError, or a numba built for another numpy failing at import
+                _unavailable = f'numba does not import ({type(error).__name__}: {error}); pip install numba'
+                return _unavailable
+            _start_numba_threads(kernels.numba)
+            for fused in (True, False):  # PyTorch's CPU kernels fuse the un-normalisation's multiply-add or not
+                if _coordinates_match(kernels, fused):
+                    _kernel_module, _fused_rounding = kernels, fused
+                    return None
+            _unavailable = "the numba kernels' sampling coordinates differ from PyTorch's on this machine"
     return _unavailable
 
 
-def numba_unavailable_reason(input: torch.Tensor) -> Optional[str]:
-    """Why the numba kernels cannot take ``input`` (None when they can): CPU tensors, float dtypes, numba."""
-    if input.device.type != 'cpu':
-        return f'the numba kernels take CPU tensors, got {input.device.type}'
-    if input.dtype not in _SUPPORTED_DTYPES:
-        return f'the numba kernels take float32, float64, float16 and bfloat16, got {input.dtype}'
+def _numba_unavailable_reason(input: torch.Tensor) -> Optional[str]:
     return _kernels_unavailable()
 
 
 def _run(kernel, *args) -> None:
-    """Run a parallel kernel on as many threads as PyTorch uses (capped by numba's pool), then restore."""
+    """Run a parallel kernel on the caller's thread budget: as many threads as PyTorch uses, at most numba's
+    pool. numba's thread count is a thread-local mask (it touches no OpenMP setting): set, then restored."""
     numba = _kernel_module.numba
     previous = numba.get_num_threads()
     numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
@@ -127,19 +166,16 @@ def _flat(tensor: torch.Tensor) -> np.ndarray:
 
 
 def _check_runnable(input: torch.Tensor) -> None:
-    reason = numba_unavailable_reason(input)
+    reason = BACKEND.why_not(input)
     if reason is not None:
-        raise RuntimeError(f'uniconvnet::dcnv3_numba: {reason}; use dcnv3(..., backend="cpu") for these tensors')
+        raise RuntimeError(f'uniconvnet::dcnv3_numba: {reason}; use dcnv3(..., backend="gather") for these tensors')
 
 
-# Two torch.library custom ops, forward and backward, with shape-only fake versions and the backward as the
-# forward's autograd formula: torch.compile and torch.export see one opaque call.
+# The kernels of the custom ops (customop.sampling_op). Shapes are unchecked: uniconvnet.ops.dcnv3 checks them.
 
-@torch.library.custom_op('uniconvnet::dcnv3_numba_forward', mutates_args=())
-def _forward_op(input: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor, kernel_size: List[int],
-                stride: List[int], padding: List[int], dilation: List[int], group: int,
-                offset_scale: float) -> torch.Tensor:
-    """DCNv3 sampling of float32 or float64 tensors (shapes unchecked: :func:`uniconvnet.ops.dcnv3` checks)."""
+def _forward(input: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor, kernel_size: List[int],
+             stride: List[int], padding: List[int], dilation: List[int], group: int,
+             offset_scale: float) -> torch.Tensor:
     _check_runnable(input)
     out = input.new_empty(input.shape[0], offset.shape[1], offset.shape[2], input.shape[3])
     if out.numel() == 0:
@@ -153,17 +189,12 @@ def _forward_op(input: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor, k
     return out
 
 
-@_forward_op.register_fake
-def _forward_fake(input, offset, mask, kernel_size, stride, padding, dilation, group, offset_scale):
-    return input.new_empty(input.shape[0], offset.shape[1], offset.shape[2], input.shape[3])
-
-
-@torch.library.custom_op('uniconvnet::dcnv3_numba_backward', mutates_args=())
-def _backward_op(grad_out: torch.Tensor, input: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor,
-                 kernel_size: List[int], stride: List[int], padding: List[int], dilation: List[int], group: int,
-                 offset_scale: float, needs_input_grad: List[bool]
-                 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Gradients of input, offset and mask (empty where ``needs_input_grad`` is False)."""
+def _backward(grad_out: torch.Tensor, input: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor,
+              residuals: List[torch.Tensor], kernel_size: List[int], stride: List[int], padding: List[int],
+              dilation: List[int], group: int, offset_scale: float, needs_input_grad: List[bool]
+              ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Gradients of input, offset and mask; the kernel computes the input's only where it is asked for, and the
+    offset's and mask's together."""
     _check_runnable(input)
     need_input, need_offset, need_mask = needs_input_grad
     need_offset_mask = need_offset or need_mask
@@ -177,32 +208,10 @@ def _backward_op(grad_out: torch.Tensor, input: torch.Tensor, offset: torch.Tens
              grad_input.view(-1).numpy(), grad_offset.view(-1).numpy(), grad_mask.view(-1).numpy(), n, height,
              width, out_h, out_w, group, group_channels, num_points, padding[0], padding[1], _fused_rounding,
              need_input, need_offset_mask)
-    # outputs of an op may not alias each other: fresh empty tensors for gradients not asked for
-    return grad_input, grad_offset if need_offset else offset.new_empty(0), \
-        grad_mask if need_mask else mask.new_empty(0)
+    return grad_input, grad_offset, grad_mask
 
 
-@_backward_op.register_fake
-def _backward_fake(grad_out, input, offset, mask, kernel_size, stride, padding, dilation, group, offset_scale,
-                   needs_input_grad):
-    shapes = (input.shape, offset.shape, mask.shape)
-    return tuple(input.new_empty(shape if needed else (0,)) for shape, needed in zip(shapes, needs_input_grad))
-
-
-def _setup_context(ctx, inputs, output):
-    input, offset, mask, kernel_size, stride, padding, dilation, group, offset_scale = inputs
-    ctx.save_for_backward(input, offset, mask)
-    ctx.geometry = (kernel_size, stride, padding, dilation, group, offset_scale)
-
-
-def _backward(ctx, grad_out):
-    input, offset, mask = ctx.saved_tensors
-    needed = list(ctx.needs_input_grad[:3])
-    grads = _backward_op(grad_out.contiguous(), input, offset, mask, *ctx.geometry, needed)
-    return tuple(g if need else None for g, need in zip(grads, needed)) + (None,) * 6
-
-
-_forward_op.register_autograd(_backward, setup_context=_setup_context)
+_OP = sampling_op('uniconvnet::dcnv3_numba_forward', 'uniconvnet::dcnv3_numba_backward', _forward, _backward)
 
 
 def dcnv3_numba(
@@ -216,12 +225,20 @@ def dcnv3_numba(
         group: int,
         offset_scale: float,
 ) -> torch.Tensor:
-    """DCNv3 sampling with the numba kernels; same arguments and result as :func:`.dcnv3_torch.dcnv3_torch`.
+    """DCNv3 sampling with the numba kernels; same arguments and result as :func:`.torch_backend.dcnv3_torch`.
 
     Half and bfloat16 inputs are sampled in float32, as in the reference. Not twice differentiable.
     """
-    compute_dtype = sampling_dtype(input.dtype)
-    out = _forward_op(input.to(compute_dtype).contiguous(), offset.to(compute_dtype).contiguous(),
-                      mask.to(compute_dtype).contiguous(), list(kernel_size), list(stride), list(padding),
-                      list(dilation), group, float(offset_scale))
-    return out.to(input.dtype)
+    return _OP(input, offset, mask, kernel_size, stride, padding, dilation, group, offset_scale)
+
+
+BACKEND = register(Backend(
+    name='numba',
+    forward=dcnv3_numba,
+    description='numba kernels (extra numba, compiled on first use): the fastest CPU core',
+    devices=('cpu',),
+    dtypes=(torch.float32, torch.float64, torch.float16, torch.bfloat16),
+    requires=_numba_unavailable_reason,
+    auto_devices=('cpu',),
+    custom_op=_OP,
+))

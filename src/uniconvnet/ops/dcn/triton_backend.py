@@ -1,10 +1,11 @@
-"""The Triton DCNv3 core as the ``uniconvnet::dcnv3_sample`` custom operator.
+"""The ``triton`` backend: the Triton DCNv3 kernels as the ``uniconvnet::dcnv3_sample`` custom operator; what
+``auto`` picks for CUDA tensors.
 
 The operator (and its backward, ``uniconvnet::dcnv3_sample_backward``) is registered with a fake
-implementation and autograd, so that ``torch.compile`` and ``torch.export`` see it as one opaque node with
-known output shapes, and training works through it. Registering it needs no Triton; the kernels
-(:mod:`uniconvnet.ops.dcnv3_triton_kernels`) are imported on the first call, so ``import uniconvnet`` works
-without Triton or a GPU.
+implementation and autograd (:func:`.customop.sampling_op`), so that ``torch.compile`` and ``torch.export`` see
+it as one opaque node with known output shapes, and training works through it. Registering it needs no Triton;
+the kernels (:mod:`.triton_kernels`) are imported on the first call, so ``import uniconvnet`` works without
+Triton or a GPU.
 
 The kernels run on CUDA tensors, or on CPU tensors under Triton's interpreter (slow, for testing):
 ``TRITON_INTERPRET=1`` in the environment before ``triton.language`` is first imported, which importing
@@ -13,11 +14,14 @@ the sampling positions; the official-parity path is the PyTorch core (backend ``
 """
 import contextlib
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import torch
 
-__all__ = ['DEFAULT_CONFIG', 'TritonConfig', 'dcnv3_triton', 'triton_is_available', 'triton_unavailable_reason']
+from .customop import sampling_op
+from .registry import Backend, register
+
+__all__ = ['DEFAULT_CONFIG', 'TritonConfig', 'dcnv3_triton', 'triton_is_available']
 
 OP_NAME = 'uniconvnet::dcnv3_sample'
 BACKWARD_OP_NAME = 'uniconvnet::dcnv3_sample_backward'
@@ -44,28 +48,23 @@ def triton_is_available() -> bool:
 def _kernels():
     global _kernel_module
     if _kernel_module is None:
-        from . import dcnv3_triton_kernels  # imports Triton: only here, on first use
-        _kernel_module = dcnv3_triton_kernels
+        from . import triton_kernels  # imports Triton: only here, on first use
+        _kernel_module = triton_kernels
     return _kernel_module
 
 
-def triton_unavailable_reason(input: torch.Tensor) -> Optional[str]:
-    """Why the Triton kernels cannot take ``input`` (None when they can)."""
-    if input.dtype not in (torch.float32, torch.float16, torch.bfloat16):
-        return f'the Triton kernels take float32, float16 and bfloat16, got {input.dtype}'
-    device = input.device
-    if device.type not in ('cuda', 'cpu'):
-        return f'the Triton kernels need CUDA tensors, got {device.type} tensors'
+def _triton_unavailable_reason(input: torch.Tensor) -> Optional[str]:
+    """Why the Triton kernels cannot take ``input`` once its device and dtype are right (None when they can)."""
     if not triton_is_available():
         return 'Triton is not installed (pip install triton)'
-    if device.type == 'cpu' and not _kernels().INTERPRETED:
+    if input.device.type == 'cpu' and not _kernels().INTERPRETED:
         return ('the Triton kernels need CUDA tensors, got cpu tensors (TRITON_INTERPRET=1, set before Triton is '
                 'imported, runs them on the CPU for testing)')
     return None
 
 
 def _check_runnable(input: torch.Tensor) -> None:
-    reason = triton_unavailable_reason(input)
+    reason = BACKEND.why_not(input)
     if reason is not None:
         raise RuntimeError(f'{OP_NAME}: {reason}; use dcnv3(..., backend="torch") for these tensors')
 
@@ -168,51 +167,16 @@ def dcnv3_backward_triton(grad_out, input, offset, mask, kernel_size, stride, pa
     return grad_input.to(input.dtype), grad_offset, grad_mask
 
 
-# ------------------------------------------------------------------------------------------------------------
-# The custom operators
-# ------------------------------------------------------------------------------------------------------------
-
-@torch.library.custom_op(OP_NAME, mutates_args=())
-def dcnv3_sample(input: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor, kernel_size: List[int],
-                 stride: List[int], padding: List[int], dilation: List[int], group: int,
-                 offset_scale: float) -> torch.Tensor:
-    """DCNv3 sampling with the Triton kernels; arguments as :func:`uniconvnet.ops.dcnv3` (shapes unchecked)."""
-    return dcnv3_forward_triton(input, offset, mask, kernel_size, stride, padding, dilation, group, offset_scale)
-
-
-@dcnv3_sample.register_fake
-def _dcnv3_sample_fake(input, offset, mask, kernel_size, stride, padding, dilation, group, offset_scale):
-    return input.new_empty((input.shape[0], offset.shape[1], offset.shape[2], input.shape[3]))
-
-
-@torch.library.custom_op(BACKWARD_OP_NAME, mutates_args=())
-def dcnv3_sample_backward(grad_out: torch.Tensor, input: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor,
-                          kernel_size: List[int], stride: List[int], padding: List[int], dilation: List[int],
-                          group: int, offset_scale: float) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Gradients of :func:`dcnv3_sample` for input, offset and mask."""
+def _backward(grad_out, input, offset, mask, residuals, kernel_size, stride, padding, dilation, group,
+              offset_scale, needs_input_grad) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One kernel computes all three gradients, whichever are asked for."""
     return dcnv3_backward_triton(grad_out, input, offset, mask, kernel_size, stride, padding, dilation, group,
                                  offset_scale)
 
 
-@dcnv3_sample_backward.register_fake
-def _dcnv3_sample_backward_fake(grad_out, input, offset, mask, kernel_size, stride, padding, dilation, group,
-                                offset_scale):
-    return input.new_empty(input.shape), offset.new_empty(offset.shape), mask.new_empty(mask.shape)
-
-
-def _setup_context(ctx, inputs, output):
-    input, offset, mask, kernel_size, stride, padding, dilation, group, offset_scale = inputs
-    ctx.save_for_backward(input, offset, mask)
-    ctx.config = (kernel_size, stride, padding, dilation, group, offset_scale)
-
-
-def _backward(ctx, grad_out):
-    input, offset, mask = ctx.saved_tensors
-    grad_input, grad_offset, grad_mask = dcnv3_sample_backward(grad_out, input, offset, mask, *ctx.config)
-    return grad_input, grad_offset, grad_mask, None, None, None, None, None, None
-
-
-dcnv3_sample.register_autograd(_backward, setup_context=_setup_context)
+# the kernels load float32, float16 and bfloat16 and accumulate in float32 themselves: no cast before the op
+dcnv3_sample = sampling_op(OP_NAME, BACKWARD_OP_NAME, dcnv3_forward_triton, _backward,
+                           cast_to_sampling_dtype=False)
 
 
 def dcnv3_triton(
@@ -227,5 +191,18 @@ def dcnv3_triton(
         offset_scale: float,
 ) -> torch.Tensor:
     """The Triton backend of :func:`uniconvnet.ops.dcnv3`: the custom operator, differentiable."""
-    return dcnv3_sample(input, offset, mask, list(kernel_size), list(stride), list(padding), list(dilation),
-                        int(group), float(offset_scale))
+    return dcnv3_sample(input, offset, mask, kernel_size, stride, padding, dilation, group, offset_scale)
+
+
+BACKEND = register(Backend(
+    name='triton',
+    forward=dcnv3_triton,
+    description='Triton kernels (CPU tensors only under TRITON_INTERPRET=1, for tests)',
+    devices=('cuda',),
+    dtypes=(torch.float32, torch.float16, torch.bfloat16),
+    requires=_triton_unavailable_reason,
+    auto_devices=('cuda',),
+    interpreted_devices=('cpu',),
+    reference_locations=False,  # the kernels compute sampling positions in their own order, in float32
+    custom_op=dcnv3_sample,
+))

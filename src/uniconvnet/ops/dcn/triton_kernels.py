@@ -1,6 +1,6 @@
 """Triton kernels of the DCNv3 sampling core. Imported only on first use: this module imports Triton.
 
-Conventions are those of :func:`uniconvnet.ops.dcnv3_torch.dcnv3_torch`: NHWC tensors, ``C = group * Cg``,
+Conventions are those of :func:`uniconvnet.ops.dcn.torch_backend.dcnv3_torch`: NHWC tensors, ``C = group * Cg``,
 kernel points ordered x-major (``p = ix * kernel_h + iy``), offsets as ``(dx, dy)`` pairs in pixels, zeros
 outside the image, the raw mask as the weight of each point. Every value is converted to float32 on load and
 accumulated in float32.
@@ -10,7 +10,7 @@ Each program handles ``BLOCK_Q`` output pixels of one group, with all ``Cg`` cha
 contiguous read per pixel, and the reductions over channels that the offset and mask gradients need stay
 inside the program (no atomics for them). Only the input gradient is scattered, with float32 atomics.
 
-Two compile-time switches (set by :class:`uniconvnet.ops.dcnv3_triton.TritonConfig`) change speed, not results:
+Two compile-time switches (set by :class:`uniconvnet.ops.dcn.triton_backend.TritonConfig`) change speed, not results:
   * ``EVEN_C``: the group width is exactly ``BLOCK_C`` (a power of two), used as a constant. Every channel index is
     then a known multiple of it, so Triton loads and stores a vector of channels per thread (up to 16 bytes), and each
     thread computes a pixel's sampling position and loads its offsets and mask once for all its channels

@@ -1,6 +1,7 @@
-"""Fast DCNv3 sampling core for CPUs: gathers on channels-last rows, pure PyTorch, forward and backward.
+"""The ``gather`` backend: DCNv3 sampling for CPUs as gathers on channels-last rows, pure PyTorch, forward and
+backward. Formerly called ``cpu`` (that name still selects it, with a deprecation warning).
 
-The reference core (:mod:`.dcnv3_torch`) reshapes the input to ``(N * group, C / group, H, W)`` for
+The reference core (:mod:`.torch_backend`) reshapes the input to ``(N * group, C / group, H, W)`` for
 ``grid_sample`` and materialises every sampled value before the mask-weighted sum. This core keeps the input
 channels-last, as a table of rows ``(N * H * W * group, C / group)``, and treats the sampling as a sparse matrix
 ``S`` with ``4 * P`` entries per output row: the four bilinear corners of each of the ``P`` kernel points, each
@@ -18,31 +19,22 @@ Corners outside the image read a zero ring around the padded input instead of be
 is clamped to ``[-2, size]``, so that both corners of a clamped pair land on zeros.
 
 Sampling coordinates are bit for bit those of the reference: the official location arithmetic
-(:func:`.dcnv3_torch.sampling_locations`), then ``grid_sample``'s own un-normalisation. Only the order of the
+(:func:`.geometry.sampling_locations`), then ``grid_sample``'s own un-normalisation. Only the order of the
 weighted sum (and of the mask product) differs, so outputs differ from the reference by float rounding.
 """
 import warnings
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 
-from .dcnv3_torch import sampling_dtype, sampling_locations
+from .customop import sampling_op
+from .geometry import sampling_locations, unnormalize
+from .registry import Backend, register
 
-__all__ = ['dcnv3_cpu', 'unnormalize']
+__all__ = ['dcnv3_gather']
 
 _RING = 2  # zero pixels around the padded input: clamped corners read zeros there
-
-
-def unnormalize(loc: torch.Tensor, size: int) -> torch.Tensor:
-    """``grid_sample``'s pixel coordinate (``align_corners=False``) of a location given as a fraction of ``size``.
-
-    grid_sample maps ``g = 2 * loc - 1`` to ``(g + 1) * (size / 2) - 0.5`` with a fused multiply-add in its
-    vectorised CPU kernel; ``addcmul`` runs through the same vectorised arithmetic, so the two agree bit for bit
-    (``tests/test_fast_path.py`` checks it).
-    """
-    grid = loc * 2 - 1
-    return torch.addcmul(grid.new_full((), -0.5), grid + 1, grid.new_full((), size / 2))
 
 
 def _sample_corners(
@@ -129,12 +121,10 @@ def _index_dtype(n: int, table_h: int, table_w: int, group: int) -> torch.dtype:
     return torch.int32 if n * table_h * table_w * group < 2 ** 31 - 1 else torch.int64
 
 
-# The core is two torch.library custom ops, forward and backward, with shape-only fake versions and the
-# backward registered as the forward's autograd formula: torch.compile and torch.export see one opaque call
-# (no graph break, nothing traced inside), eager mode runs the Python below.
+# The kernels of the custom ops (customop.sampling_op): the forward returns, after the output, what the backward
+# reads instead of recomputing: top-left corner rows and fractional positions of the samples.
 
-@torch.library.custom_op('uniconvnet::dcnv3_cpu_forward', mutates_args=())
-def _forward_op(
+def _forward(
         input: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor, kernel_size: List[int], stride: List[int],
         padding: List[int], dilation: List[int], group: int, offset_scale: float,
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -156,33 +146,31 @@ def _forward_op(
     return out.view(n, out_h, out_w, channels), corner, frac_x, frac_y
 
 
-@_forward_op.register_fake
-def _forward_fake(input, offset, mask, kernel_size, stride, padding, dilation, group, offset_scale):
-    n, height, width, channels = input.shape
+def _residuals_fake(input, offset, mask, kernel_size, stride, padding, dilation, group, offset_scale):
+    n, height, width, _ = input.shape
     out_h, out_w = offset.shape[1], offset.shape[2]
     table_h, table_w = height + 2 * (padding[0] + _RING), width + 2 * (padding[1] + _RING)
     points = (n, out_h, out_w, group, kernel_size[0] * kernel_size[1])
-    return (input.new_empty(n, out_h, out_w, channels),
-            offset.new_empty(points, dtype=_index_dtype(n, table_h, table_w, group)),
+    return (offset.new_empty(points, dtype=_index_dtype(n, table_h, table_w, group)),
             offset.new_empty(points), offset.new_empty(points))
 
 
-@torch.library.custom_op('uniconvnet::dcnv3_cpu_backward', mutates_args=())
-def _backward_op(
-        grad_out: torch.Tensor, input: torch.Tensor, mask: torch.Tensor, corner: torch.Tensor,
-        frac_x: torch.Tensor, frac_y: torch.Tensor, padding: List[int], group: int, offset_scale: float,
-        needs_input_grad: List[bool],
-) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Gradients of input, offset and mask (empty where ``needs_input_grad`` is False)."""
+def _backward(
+        grad_out: torch.Tensor, input: torch.Tensor, offset: Optional[torch.Tensor], mask: torch.Tensor,
+        residuals: List[torch.Tensor], kernel_size: List[int], stride: List[int], padding: List[int],
+        dilation: List[int], group: int, offset_scale: float, needs_input_grad: List[bool],
+) -> Tuple[Optional[torch.Tensor], Optional[torch.Tensor], Optional[torch.Tensor]]:
+    """Gradients of input, offset and mask (None where ``needs_input_grad`` is False). ``offset`` is not saved:
+    None."""
+    corner, frac_x, frac_y = residuals
     n, height, width, channels = input.shape
     group_channels = channels // group
-    grad_rows = grad_out.reshape(-1, group_channels).contiguous()
+    grad_rows = grad_out.reshape(-1, group_channels)
     table = _pad_table(input, padding)
     table_h, table_w = table.shape[1], table.shape[2]
     shifts = _corner_shifts(table_w, group)
     mask = mask.reshape(corner.shape)
-    # (an op's outputs may not alias each other: three distinct empty tensors for gradients not asked for)
-    grad_input, grad_offset, grad_mask = input.new_empty(0), input.new_empty(0), input.new_empty(0)
+    grad_input = grad_offset = grad_mask = None
 
     if needs_input_grad[1] or needs_input_grad[2]:
         d_nw, d_ne, d_sw, d_se = _sampled_dots(corner, grad_rows, table.view(-1, group_channels), shifts)
@@ -213,33 +201,11 @@ def _backward_op(
     return grad_input, grad_offset, grad_mask
 
 
-@_backward_op.register_fake
-def _backward_fake(grad_out, input, mask, corner, frac_x, frac_y, padding, group, offset_scale,
-                   needs_input_grad):
-    n, out_h, out_w = corner.shape[:3]
-    shapes = (input.shape, (n, out_h, out_w, corner.shape[3] * corner.shape[4] * 2), mask.shape)
-    return tuple(input.new_empty(shape if needed else (0,)) for shape, needed in zip(shapes, needs_input_grad))
+_OP = sampling_op('uniconvnet::dcnv3_gather_forward', 'uniconvnet::dcnv3_gather_backward', _forward,
+                  _backward, num_residuals=3, residuals_fake=_residuals_fake, saves_offset=False)
 
 
-def _setup_context(ctx, inputs, output):
-    input, _, mask, _, _, padding, _, group, offset_scale = inputs
-    _, corner, frac_x, frac_y = output
-    ctx.save_for_backward(input, mask, corner, frac_x, frac_y)
-    ctx.geometry = (padding, group, offset_scale)
-
-
-def _backward(ctx, grad_out, *_):
-    input, mask, corner, frac_x, frac_y = ctx.saved_tensors
-    padding, group, offset_scale = ctx.geometry
-    needed = list(ctx.needs_input_grad[:3])
-    grads = _backward_op(grad_out, input, mask, corner, frac_x, frac_y, padding, group, offset_scale, needed)
-    return tuple(g if need else None for g, need in zip(grads, needed)) + (None,) * 6
-
-
-_forward_op.register_autograd(_backward, setup_context=_setup_context)
-
-
-def dcnv3_cpu(
+def dcnv3_gather(
         input: torch.Tensor,
         offset: torch.Tensor,
         mask: torch.Tensor,
@@ -250,11 +216,21 @@ def dcnv3_cpu(
         group: int,
         offset_scale: float,
 ) -> torch.Tensor:
-    """DCNv3 sampling as gathers over channels-last rows; same arguments and result as :func:`dcnv3_torch`.
+    """DCNv3 sampling as gathers over channels-last rows; same arguments and result as
+    :func:`.torch_backend.dcnv3_torch`.
 
     Half and bfloat16 inputs are sampled in float32, as in the reference. Not twice differentiable.
     """
-    compute_dtype = sampling_dtype(input.dtype)
-    out = _forward_op(input.to(compute_dtype).contiguous(), offset.to(compute_dtype), mask.to(compute_dtype),
-                      list(kernel_size), list(stride), list(padding), list(dilation), group, float(offset_scale))[0]
-    return out.to(input.dtype)
+    return _OP(input, offset, mask, kernel_size, stride, padding, dilation, group, offset_scale)
+
+
+register(Backend(
+    name='gather',
+    forward=dcnv3_gather,
+    description='gathers over channels-last rows, plain PyTorch: the CPU core without numba',
+    devices=('cpu',),
+    dtypes=(torch.float32, torch.float64, torch.float16, torch.bfloat16),
+    auto_devices=('cpu',),
+    aliases=('cpu',),
+    custom_op=_OP,
+))
