@@ -105,7 +105,7 @@ class LayerOperator(nn.Module):
 
     def reparameterize(self) -> None:
         """Fold the norm's affine parameters into the 1x1 convolutions after it (inference; in place)."""
-        if not self.first and self.norm.weight is not None:
+        if not self.first and self.norm.elementwise_affine:
             self.fold_input_affine_(self.norm.weight, self.norm.bias)
             self.norm = without_affine(self.norm)
 
@@ -200,7 +200,7 @@ class ReceptiveFieldAggregator(nn.Module):
         Part 0 feeds the first layer operator's context and gate convolutions; part ``i + 1`` feeds layer ``i``'s
         discriminator convolution.
         """
-        if self.norm.weight is None:
+        if not self.norm.elementwise_affine:
             return
         scales = torch.split(self.norm.weight, self.part_chs)
         shifts = torch.split(self.norm.bias, self.part_chs)
