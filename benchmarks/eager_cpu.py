@@ -8,8 +8,8 @@ Issue 20's eager column: UniConvNet-A, N0 and T, ``fuse()``d (the inference form
 names (ConvNeXt-femto for A; EfficientViT-B2 and ConvNeXt-T for N0; EfficientViT-L1 for T), each peer through
 ``timm.utils.reparameterize_model``. Every model runs in float32 and under ``torch.autocast('cpu',
 dtype=torch.bfloat16)`` (the context entered around each forward, as a user would), all (model, precision) pairs
-in one interleaved loop per batch size (one forward of each in turn; medians), so that load from other processes
-slows all of them alike. Random weights: the DCN offsets and mask and unit layer scales as in
+in one interleaved loop per batch size (one forward of each in turn, every other round in reverse), so that load
+from other processes slows all of them alike; ratios are medians over rounds of the ratio within a round. Random weights: the DCN offsets and mask and unit layer scales as in
 ``dcnv3_gpu.randomize_dcn_sampling``, so that every branch counts in the bfloat16 output difference, which is
 reported as the largest absolute difference of the logits from float32 over the largest logit.
 
@@ -57,17 +57,25 @@ def forward(model: torch.nn.Module, images: torch.Tensor, precision: str) -> tor
         return model(images)
 
 
-def interleaved_ms(runners: Dict[Tuple[str, str], Callable[[], object]], runs: int, warmup: int
-                   ) -> Dict[Tuple[str, str], float]:
-    """Median milliseconds of each runner, all called in turn ``runs`` times after ``warmup`` rounds."""
+def interleaved_times(runners: Dict[Tuple[str, str], Callable[[], object]], runs: int, warmup: int
+                      ) -> Dict[Tuple[str, str], List[float]]:
+    """Seconds of each runner per round: all called in turn, ``runs`` rounds after ``warmup``; every other round
+    in reverse order, so that no runner always follows the same one."""
     times: Dict[Tuple[str, str], List[float]] = {key: [] for key in runners}
+    keys = list(runners)
     for round_index in range(warmup + runs):
-        for key, run in runners.items():
+        for key in (keys if round_index % 2 == 0 else keys[::-1]):
             start = time.perf_counter()
-            run()
+            runners[key]()
             if round_index >= warmup:
                 times[key].append(time.perf_counter() - start)
-    return {key: statistics.median(t) * 1e3 for key, t in times.items()}
+    return times
+
+
+def paired_ratio(times: Dict[Tuple[str, str], List[float]], a: Tuple[str, str], b: Tuple[str, str]) -> float:
+    """Median over rounds of a's time / b's time in the same round: a burst of load from another process
+    slows both alike within a round, so this moves less than the ratio of medians."""
+    return statistics.median(x / y for x, y in zip(times[a], times[b]))
 
 
 def profile_forward(model: torch.nn.Module, size: int, precision: str) -> Dict[str, object]:
@@ -116,24 +124,27 @@ def main() -> None:
     models = {name: build(name) for name in dict.fromkeys(names)}
 
     latency: Dict[int, Dict[Tuple[str, str], float]] = {}
+    times: Dict[int, Dict[Tuple[str, str], List[float]]] = {}
     for batch in args.batch:
         images = torch.randn(batch, 3, args.size, args.size)
         runners = {(name, precision): (lambda m=model, p=precision: forward(m, images, p))
                    for name, model in models.items() for precision in PRECISIONS}
-        latency[batch] = interleaved_ms(runners, args.runs, args.warmup)
+        times[batch] = interleaved_times(runners, args.runs, args.warmup)
+        latency[batch] = {key: statistics.median(t) * 1e3 for key, t in times[batch].items()}
         print(f'batch {batch}: ' + ', '.join(f'{n} {p} {ms:.1f}' for (n, p), ms in latency[batch].items()),
               flush=True)
 
     header = (f'{args.size}x{args.size}, {args.threads} threads, torch {torch.__version__}, timm {timm.__version__}; '
-              f'medians of {args.runs} interleaved forwards per (model, precision), all in one loop per batch size; '
-              f'UniConvNet fuse()d, peers reparameterize_model()d; bf16 = torch.autocast("cpu", '
+              f'{args.runs} rounds per batch size, each one forward of every (model, precision) in turn, in one '
+              f'loop (every other round reversed); ms: medians; ratios: medians over rounds of the ratio within a '
+              f'round. UniConvNet fuse()d, peers reparameterize_model()d; bf16 = torch.autocast("cpu", '
               f'dtype=torch.bfloat16) around each forward.')
     lines = ['# Eager PyTorch on the CPU (`benchmarks/eager_cpu.py`)', '', header, '',
              '| model | ' + ' | '.join(f'fp32 b{b} ms | bf16 b{b} ms | bf16 / fp32' for b in args.batch) + ' |',
              '|---|' + '---:|---:|---:|' * len(args.batch)]
     for name in models:
         cells = [f'{latency[b][(name, "fp32")]:.1f} | {latency[b][(name, "bf16")]:.1f} | '
-                 f'{latency[b][(name, "bf16")] / latency[b][(name, "fp32")]:.2f}' for b in args.batch]
+                 f'{paired_ratio(times[b], (name, "bf16"), (name, "fp32")):.2f}' for b in args.batch]
         lines.append(f'| `{name}` | ' + ' | '.join(cells) + ' |')
     lines += ['', 'Against the fastest of the named peers in the same precision (UniConvNet / peer; target in '
               'brackets):', '',
@@ -146,7 +157,7 @@ def main() -> None:
         for batch in args.batch:
             for precision in PRECISIONS:
                 fastest = min(peers, key=lambda p: latency[batch][(p, precision)])
-                ratio = latency[batch][(variant, precision)] / latency[batch][(fastest, precision)]
+                ratio = paired_ratio(times[batch], (variant, precision), (fastest, precision))
                 ratios[f'{variant} {precision} b{batch}'] = dict(peer=fastest, ratio=ratio, target=target)
                 cells.append(f'{ratio:.2f}x vs {fastest} ({"met" if ratio <= target else "missed"}, <= {target})')
         lines.append(f'| {variant} | {", ".join(peers)} | ' + ' | '.join(cells) + ' |')
