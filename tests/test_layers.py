@@ -311,3 +311,59 @@ def test_layer_scale_through_the_projection_weights():
         params = [scale] + list(layer.parameters())
         for g, r in zip(torch.autograd.grad(out, params, grad_out), torch.autograd.grad(ref, params, grad_out)):
             torch.testing.assert_close(g, r, rtol=1e-10, atol=1e-10)
+
+
+def _randomized_rfa(dim, seed):
+    torch.manual_seed(seed)
+    rfa = ReceptiveFieldAggregator(dim).eval()
+    with torch.no_grad():
+        for param in rfa.parameters():
+            param.add_(torch.randn_like(param) * 0.3)  # biases and norm affines away from their init
+    return rfa
+
+
+def test_reparameterized_rfa_keeps_merged_weights_that_follow_its_parameters():
+    rfa = _randomized_rfa(24, 0)
+    x = torch.randn(2, 24, 9, 11)
+    with torch.no_grad():
+        ref = rfa(x)
+    rfa.reparameterize()
+    assert rfa.frozen_pw_weight is not None and not any(k.startswith('frozen') for k in rfa.state_dict())
+    # the stripped norm multiplies by a unit weight that is neither a parameter nor in the state dict
+    assert not isinstance(rfa.norm.weight, torch.nn.Parameter) and bool((rfa.norm.weight == 1).all())
+    assert 'norm.weight' not in rfa.state_dict()
+    with torch.no_grad():
+        frozen = rfa(x)
+    fresh = rfa(x)  # gradients enabled: the merged weights are built from the parameters
+    torch.testing.assert_close(frozen, fresh, rtol=0, atol=0)
+    torch.testing.assert_close(frozen, ref, rtol=1e-5, atol=1e-5)
+    fresh.square().sum().backward()  # a fused RFA still trains its layer operators' own weights
+    assert all(layer.disc_pw.weight.grad.abs().sum() > 0 for layer in rfa.layers)
+    # loaded weights reach the merged copies; so does a layer scale folded in after the merge
+    other = _randomized_rfa(24, 1)
+    other.reparameterize()
+    rfa.load_state_dict(other.state_dict())
+    scale = torch.rand(24) + 0.5
+    with torch.no_grad():
+        torch.testing.assert_close(rfa(x), other(x), rtol=0, atol=0)
+        scaled = rfa(x) * scale[:, None, None]
+        assert rfa.fold_output_scale_(scale)
+        torch.testing.assert_close(rfa(x), scaled, rtol=1e-5, atol=1e-6)
+
+
+def test_rfa_computes_in_float32_under_cpu_autocast_below_its_threshold():
+    rfa = _randomized_rfa(24, 0)
+    x = torch.randn(1, 24, 14, 14)  # 196 pixels x 24^2 = 113 k multiply-adds: below the default threshold
+    assert x.numel() * rfa.dim < rfa.autocast_float32_below
+    with torch.no_grad():
+        ref = rfa(x)
+        low_ref = rfa(x.bfloat16().float())
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            same = rfa(x)
+            low = rfa(x.bfloat16())
+            rfa.autocast_float32_below = 0  # follow autocast at any size
+            followed = rfa(x)
+    assert same.dtype == torch.float32 and torch.equal(same, ref)  # float32 in, float32 arithmetic out
+    assert low.dtype == torch.bfloat16 and torch.equal(low, low_ref.bfloat16())  # returned in the input's dtype
+    assert followed.dtype == torch.bfloat16 and not torch.equal(followed.float(), ref)
+    assert F.cosine_similarity(followed.float().flatten(), ref.flatten(), dim=0) > 0.999  # the same function

@@ -18,13 +18,13 @@ import torch
 import torch.nn.functional as F
 from timm.layers import register_notrace_function
 
-__all__ = ['block_diagonal', 'depthwise_channels_last', 'gelu_linear', 'pointwise_channels_last', 'product_linear',
-           'scale_rows']
+__all__ = ['block_diagonal', 'depthwise_channels_last', 'gelu_linear', 'is_fx_symbolic_tracing', 'pointwise_channels_last',
+           'product_linear', 'scale_rows']
 
 # torch >= 2.5 separates symbolic tracing from torch.export (is_fx_tracing is true for both, with a warning);
 # looked up once here, not on every call
-_is_fx_symbolic_tracing = getattr(torch.fx._symbolic_trace, 'is_fx_symbolic_tracing',
-                                  torch.fx._symbolic_trace.is_fx_tracing)
+is_fx_symbolic_tracing = getattr(torch.fx._symbolic_trace, 'is_fx_symbolic_tracing',
+                                 torch.fx._symbolic_trace.is_fx_tracing)
 
 
 def _needs_autograd(*tensors: torch.Tensor) -> bool:
@@ -33,7 +33,7 @@ def _needs_autograd(*tensors: torch.Tensor) -> bool:
     A tracer that does not know timm's notrace list (torchvision's feature extractor reaches these inside a
     module's forward) must not branch on proxies: under FX symbolic tracing the traced graph is the plain ops.
     """
-    return not _is_fx_symbolic_tracing() and torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+    return not is_fx_symbolic_tracing() and torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
 
 
 def _rows(x: torch.Tensor) -> torch.Tensor:

@@ -18,14 +18,15 @@ runs them together: one matrix product (block-diagonal weights) and one depthwis
 each per layer. In float32 this rounds differently from the official NCHW code, within the official-parity
 tolerance (``tests/test_parity.py``).
 """
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from .checks import check_layout
-from .functional import block_diagonal, depthwise_channels_last, pointwise_channels_last, product_linear, scale_rows
+from .functional import (block_diagonal, depthwise_channels_last, is_fx_symbolic_tracing, pointwise_channels_last,
+                         product_linear, scale_rows)
 from .fusion import fold_input_affine_, fold_output_scale_, without_affine
 
 __all__ = ['LayerOperator', 'ReceptiveFieldAggregator', 'RFA', 'rfa_valid_widths']
@@ -106,7 +107,7 @@ class LayerOperator(nn.Module):
 
     def reparameterize(self) -> None:
         """Fold the norm's affine parameters into the 1x1 convolutions after it (inference; in place)."""
-        if not self.first and self.norm.weight is not None:
+        if not self.first and self.norm.elementwise_affine:
             self.fold_input_affine_(self.norm.weight, self.norm.bias)
             self.norm = without_affine(self.norm)
 
@@ -122,6 +123,19 @@ class ReceptiveFieldAggregator(nn.Module):
         kernel_sizes: one odd depthwise kernel size per layer operator; ``(7, 9, 11)`` is the paper's.
         eps: LayerNorm epsilon.
     """
+
+    # Under CPU autocast an RFA whose matrix products do fewer multiply-adds than this (pixels x dim^2, the same
+    # for every stage of a variant) computes in float32: there bfloat16's costs per call (casting inputs and
+    # weights, oneDNN's bfloat16 GEMM set-up) outweigh its faster arithmetic. On a 2-core AVX512-BF16 CPU, RFAs
+    # of A, N0 and T at batch 1 (1.8-12.8 M) ran 1.01-1.5x faster in float32, at batch 8 (14.5-103 M) 1.1-1.8x
+    # faster in bfloat16 (benchmarks/eager_cpu.py). An attribute: 0 follows autocast always.
+    autocast_float32_below: int = 10_000_000
+
+    # non-persistent buffers, None until reparameterize() (see discriminate())
+    frozen_pw_weight: Optional[torch.Tensor]
+    frozen_pw_bias: Optional[torch.Tensor]
+    frozen_dw_weight: Optional[torch.Tensor]
+    frozen_dw_bias: Optional[torch.Tensor]
 
     def __init__(
             self,
@@ -154,12 +168,35 @@ class ReceptiveFieldAggregator(nn.Module):
             LayerOperator((i + 1) * self.part_chs, self.part_chs, k, first=i == 0, eps=eps, **dd)
             for i, k in enumerate(kernel_sizes)
         ])
+        # The discriminator weights of all layer operators merged (see discriminate()): built by every forward
+        # that may need their gradients; after reparameterize(), for inference, built once and kept here.
+        for name in ('frozen_pw_weight', 'frozen_pw_bias', 'frozen_dw_weight', 'frozen_dw_bias'):
+            self.register_buffer(name, None, persistent=False)
+        self.register_load_state_dict_post_hook(_refreeze_after_load)
 
     def forward(self, x: torch.Tensor, output_scale: Optional[torch.Tensor] = None) -> torch.Tensor:
         """``output_scale``: a per-channel scale of the output (the block's layer scale). With two or more layer
         operators it acts through the last one's weights, so that no output-sized tensor is kept for its
-        gradient; with one, whose output adds the context unprojected, it multiplies the output."""
+        gradient; with one, whose output adds the context unprojected, it multiplies the output.
+
+        Under CPU autocast, an RFA with less matrix-product work than :attr:`autocast_float32_below` computes in
+        its weights' dtype with autocast off and returns the input's dtype.
+        """
         x = check_layout('ReceptiveFieldAggregator', x, self.dim, channels_last=False)
+        if not torch.jit.is_scripting():  # TorchScript: no autocast
+            if self.leaves_autocast(x):
+                with torch.autocast('cpu', enabled=False):
+                    return self.aggregate(x.to(self.norm.weight.dtype), output_scale).to(x.dtype)
+        return self.aggregate(x, output_scale)
+
+    def leaves_autocast(self, x: torch.Tensor) -> bool:
+        """Whether a forward of ``x`` runs with CPU autocast off: it is on, and the work (pixels x ``dim``^2
+        multiply-adds) is below :attr:`autocast_float32_below`."""
+        return (torch.is_autocast_enabled('cpu') and not is_fx_symbolic_tracing() and x.device.type == 'cpu'
+                and x.numel() * self.dim < self.autocast_float32_below)
+
+    def aggregate(self, x: torch.Tensor, output_scale: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The RFA of ``x`` (NCHW) in the current precision settings; :meth:`forward` without its autocast rule."""
         x = self.norm(x.permute(0, 2, 3, 1))
         through_weights = output_scale is not None and not self.layers[-1].first
         last_scale = output_scale if through_weights else None
@@ -179,6 +216,18 @@ class ReceptiveFieldAggregator(nn.Module):
         zeros cost ``N``-fold MACs on this small piece, and save ``N - 1`` calls), then one depthwise convolution.
         ``last_scale``: the RFA's output scale, whose first part scales the last layer's depthwise convolution.
         """
+        pw_weight, pw_bias, dw_weight, dw_bias = self.frozen_pw_weight, self.frozen_pw_bias, \
+            self.frozen_dw_weight, self.frozen_dw_bias
+        if pw_weight is None or pw_bias is None or dw_weight is None or dw_bias is None \
+                or last_scale is not None or torch.is_grad_enabled():
+            pw_weight, pw_bias, dw_weight, dw_bias = self.discriminator_weights(last_scale)
+        y = F.linear(parts, pw_weight, pw_bias)
+        return depthwise_channels_last(y, dw_weight, dw_bias)
+
+    def discriminator_weights(self, last_scale: Optional[torch.Tensor] = None
+                              ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The layer operators' discriminator convolutions as one: the block-diagonal pointwise weight, its
+        bias, the depthwise weight and its bias (``last_scale`` as in :meth:`discriminate`)."""
         pointwise_weights: List[torch.Tensor] = []
         pointwise_biases: List[torch.Tensor] = []
         depthwise_weights: List[torch.Tensor] = []
@@ -193,8 +242,16 @@ class ReceptiveFieldAggregator(nn.Module):
         if last_scale is not None:
             depthwise_weights[-1] = depthwise_weights[-1] * last_scale[:self.part_chs, None, None, None]
             depthwise_biases[-1] = depthwise_biases[-1] * last_scale[:self.part_chs]
-        y = F.linear(parts, block_diagonal(pointwise_weights), torch.cat(pointwise_biases))
-        return depthwise_channels_last(y, torch.cat(depthwise_weights), torch.cat(depthwise_biases))
+        return (block_diagonal(pointwise_weights), torch.cat(pointwise_biases), torch.cat(depthwise_weights),
+                torch.cat(depthwise_biases))
+
+    @torch.no_grad()
+    def freeze_(self) -> None:
+        """Build the merged discriminator weights once and keep them for inference without gradients (every
+        forward with gradients enabled still builds its own). :meth:`reparameterize` calls this; call it again
+        after changing the layer operators' weights in place (loading a state dict does)."""
+        self.frozen_pw_weight, self.frozen_pw_bias, self.frozen_dw_weight, self.frozen_dw_bias = \
+            self.discriminator_weights()
 
     def reparameterize(self) -> None:
         """Fold the norm's affine parameters into the 1x1 convolutions that read its parts (inference; in place).
@@ -202,7 +259,8 @@ class ReceptiveFieldAggregator(nn.Module):
         Part 0 feeds the first layer operator's context and gate convolutions; part ``i + 1`` feeds layer ``i``'s
         discriminator convolution.
         """
-        if self.norm.weight is None:
+        if not self.norm.elementwise_affine:
+            self.freeze_()
             return
         scales = torch.split(self.norm.weight, self.part_chs)
         shifts = torch.split(self.norm.bias, self.part_chs)
@@ -210,6 +268,7 @@ class ReceptiveFieldAggregator(nn.Module):
         for i, layer in enumerate(self.layers):
             fold_input_affine_(layer.disc_pw, scales[i + 1], shifts[i + 1])
         self.norm = without_affine(self.norm)
+        self.freeze_()
 
     @torch.no_grad()
     def fold_output_scale_(self, scale: torch.Tensor) -> bool:
@@ -224,10 +283,18 @@ class ReceptiveFieldAggregator(nn.Module):
         fold_output_scale_(last.disc_dw, scale[:self.part_chs])
         fold_output_scale_(last.context_proj, scale[:self.part_chs])
         fold_output_scale_(last.amp_proj, scale[self.part_chs:])
+        if self.frozen_dw_weight is not None:
+            self.freeze_()
         return True
 
     def extra_repr(self) -> str:
         return f'dim={self.dim}, kernel_sizes={self.kernel_sizes}'
+
+
+def _refreeze_after_load(module: ReceptiveFieldAggregator, incompatible_keys) -> None:
+    """After a state dict is loaded into an RFA (its layer operators included): frozen weights follow it."""
+    if module.frozen_pw_weight is not None:
+        module.freeze_()
 
 
 RFA = ReceptiveFieldAggregator

@@ -178,7 +178,7 @@ class UniConvNetBlock(nn.Module):
             if layer_scale.gamma is not None:
                 fold_output_scale_(projection, layer_scale.gamma)
                 layer_scale.gamma = None
-        if self.norm_mlp.weight is not None:
+        if self.norm_mlp.elementwise_affine:
             fold_input_affine_(self.mlp.fc1, self.norm_mlp.weight, self.norm_mlp.bias)
             self.norm_mlp = without_affine(self.norm_mlp)
 
