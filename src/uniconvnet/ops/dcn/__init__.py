@@ -11,6 +11,10 @@ backend's kernels as a differentiable ``torch.library`` custom op). Adding a bac
 :func:`register` and one import line below; the conformance tests (``tests/ops/test_dcn_conformance.py``) then
 check it against the reference.
 
+Deployment forms are not backends: :mod:`.nchw` holds the same sampling on NCHW tensors in the layout of ONNX's
+``DeformConv`` (and a ``GridSample`` fallback), which :mod:`uniconvnet.deploy` builds export graphs from; its
+tests prove the mapping against :func:`dcnv3`.
+
 The package is ``dcn``, not ``dcnv3``: ``uniconvnet.ops.dcnv3`` is the sampling function.
 
 Choice, first that applies: the ``backend`` argument (what a :class:`~uniconvnet.layers.DCNv3` layer passes: its
