@@ -9,7 +9,8 @@ import torch
 import uniconvnet  # noqa: F401  (registers the models)
 from uniconvnet.checkpoints import save_safetensors
 from uniconvnet.cli.main import main
-from uniconvnet.export import export_model, exported_sampling, pad_depthwise_channels, tidy_graph
+from uniconvnet.export import (OPENVINO_AUTO_REASON, export_model, exported_sampling, pad_depthwise_channels,
+                               tidy_graph)
 
 # UniConvNet-A's widths: its first stage has depthwise convolutions of 6 and 18 channels (see pad_depthwise_channels)
 TINY = dict(depths=(1, 1, 1, 1), dims=(24, 48, 96, 192), dcn_group_channels=8, num_classes=7)
@@ -129,7 +130,7 @@ def test_openvino_matches_eager(tiny_model, tmp_path, size):
     """float32 inference precision: within 1e-4 of eager (OpenVINO's default on CPUs with bfloat16 is reported in
     docs/performance.md, not tested)."""
     ov = pytest.importorskip('openvino')
-    path = export_model(tiny_model, tmp_path / 'tiny.xml', 'openvino', size)
+    path = export_model(tiny_model, tmp_path / 'tiny.xml', 'openvino', size, sampling='deformconv')
     assert path.with_suffix('.bin').is_file()
     model = ov.Core().read_model(str(path))
     ops = [op.get_type_name() for op in model.get_ops()]
@@ -142,8 +143,10 @@ def test_openvino_matches_eager(tiny_model, tmp_path, size):
 
 
 def test_openvino_gridsample_matches_eager(tiny_model, tmp_path):
+    """GridSample is what 'auto' picks for OpenVINO (faster there than its reference DeformableConvolution)."""
     ov = pytest.importorskip('openvino')
-    path = export_model(tiny_model, tmp_path / 'tiny.xml', 'openvino', (64, 64), sampling='gridsample')
+    path = export_model(tiny_model, tmp_path / 'tiny.xml', 'openvino', (64, 64))
+    assert exported_sampling(path) == ('GridSample', OPENVINO_AUTO_REASON)
     ops = [op.get_type_name() for op in ov.Core().read_model(str(path)).get_ops()]
     assert ops.count('GridSample') == 4 and 'DeformableConvolution' not in ops
     compiled = ov.Core().compile_model(str(path), 'CPU', {'INFERENCE_PRECISION_HINT': 'f32'})
@@ -156,12 +159,23 @@ def test_auto_sampling_falls_back_to_gridsample(tiny_model, tmp_path, monkeypatc
     assert export.onnxruntime_runs_deformconv() is None  # onnxruntime 1.32 runs it (probed on a one-node graph)
     assert export.choose_sampling('onnx') == ('deformconv', 'the installed onnxruntime runs DeformConv')
     assert export.choose_sampling('onnx', opset=17)[0] == 'gridsample'
+    assert export.choose_sampling('openvino') == ('gridsample', OPENVINO_AUTO_REASON)
     monkeypatch.setattr(export, 'onnxruntime_runs_deformconv', lambda: 'onnxruntime 1.16 cannot run DeformConv')
     path = export_model(tiny_model, tmp_path / 'tiny.onnx', 'onnx', (64, 64))
     operator, reason = exported_sampling(path)
     assert operator == 'GridSample'
     assert reason == 'onnxruntime 1.16 cannot run DeformConv: standard operators instead'
     assert 'DeformConv' not in _op_types(path) and pytest.importorskip('onnx').load(str(path)).opset_import[0].version == 17
+
+
+def test_deformconv_for_openvino_that_cannot_convert_it_is_one_line(tiny_model, tmp_path, monkeypatch):
+    import uniconvnet.export as export
+    monkeypatch.setattr(export, 'openvino_converts_deformconv', lambda: 'OpenVINO 2023.0 cannot convert DeformConv')
+    with pytest.raises(ValueError) as error:
+        export_model(tiny_model, tmp_path / 'tiny.xml', 'openvino', (64, 64), sampling='deformconv')
+    assert str(error.value) == ('--sampling deformconv: OpenVINO 2023.0 cannot convert DeformConv; '
+                                'use --sampling gridsample')
+    assert not list(tmp_path.iterdir())
 
 
 def test_probe_says_why_without_onnxruntime(monkeypatch):

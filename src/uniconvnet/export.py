@@ -7,9 +7,10 @@ weights, no splits), with the DCN sampling as the runtime's own operator where i
   whose ONNX reader has no ``DeformConv``, the conversion turns each into OpenVINO's own
   ``DeformableConvolution`` (opset 8, zero padding at the borders), so the IR needs no extension;
 * ``'gridsample'``: standard operators only (one ``GridSample`` per DCN layer, opset 16 and later), the fallback
-  for runtimes without ``DeformConv``;
-* ``'auto'`` (default): ``'deformconv'`` where the target runtime runs it (a one-node graph is tried on the
-  installed onnxruntime, or converted by the installed OpenVINO), else ``'gridsample'``. The choice and its
+  for runtimes without ``DeformConv``, and OpenVINO's fastest form (its depthwise ``DeformableConvolution`` has
+  only a reference kernel);
+* ``'auto'`` (default): for ONNX, ``'deformconv'`` where the installed onnxruntime runs it (a one-node graph is
+  tried once), else ``'gridsample'``; for OpenVINO, ``'gridsample'``. The choice and its
   reason are written into the file (ONNX metadata ``uniconvnet.dcn_sampling``, OpenVINO ``rt_info``) and
   returned by :func:`choose_sampling`, which the command line prints.
 
@@ -49,6 +50,11 @@ ONNX_OPSETS = range(16, 21)
 DEFAULT_OPSETS = {'deformconv': 20, 'gridsample': 17}
 # the ONNX metadata key (and OpenVINO rt_info path) naming the DCN sampling operator of an exported graph
 SAMPLING_KEY = 'uniconvnet.dcn_sampling'
+# OpenVINO 2026.4's CPU plugin runs DeformableConvolution with its reference (scalar) kernel when group > 1, which a
+# depthwise sampling is: measured on 2 cores, the GridSample form of A and N0 runs 10-20% faster at batch 1 and 8
+# in both precisions (benchmarks/runtimes_cpu.py --sampling; docs/performance.md)
+OPENVINO_AUTO_REASON = ('OpenVINO runs GridSample faster than its DeformableConvolution, whose depthwise (grouped) '
+                        'form has only a reference kernel')
 # ExportedPrograms keep the size dynamic from 33 pixels: at 32 the last stage is 1x1, a size torch.export
 # specialises on
 MIN_PROGRAM_SIZE = 33
@@ -207,22 +213,22 @@ def openvino_converts_deformconv() -> Optional[str]:
 def choose_sampling(format: str, sampling: str = 'auto', opset: Optional[int] = None) -> Tuple[str, str]:
     """The DCN sampling operator a UniConvNet export to ``format`` gets, and why: ``(name, reason)``.
 
-    ``sampling='auto'`` takes ``'deformconv'`` where the runtime of ``format`` runs it (onnxruntime for ONNX,
-    OpenVINO for OpenVINO IR; tried once per process on a one-node graph) and the opset allows it, else
-    ``'gridsample'``; an explicit choice is kept.
+    ``sampling='auto'`` takes, for ONNX, ``'deformconv'`` where the installed onnxruntime runs it (tried once per
+    process on a one-node graph) and the opset allows it, else ``'gridsample'``; for OpenVINO IR always
+    ``'gridsample'``, which OpenVINO runs faster (:data:`OPENVINO_AUTO_REASON`). An explicit choice is kept.
     """
     if sampling != 'auto':
+        why_not = openvino_converts_deformconv() if (format, sampling) == ('openvino', 'deformconv') else None
+        if why_not:
+            raise ValueError(f'--sampling deformconv: {why_not}; use --sampling gridsample')
         return sampling, 'asked for'
+    if format == 'openvino':
+        return 'gridsample', OPENVINO_AUTO_REASON
     if opset is not None and opset < DEFORM_CONV_OPSET:
         return 'gridsample', f'ONNX opset {opset} has no DeformConv (it needs {DEFORM_CONV_OPSET})'
-    if format == 'openvino':
-        reason = openvino_converts_deformconv()
-        runtime = 'OpenVINO'
-    else:
-        reason = onnxruntime_runs_deformconv()
-        runtime = 'onnxruntime'
+    reason = onnxruntime_runs_deformconv()
     if reason is None:
-        return 'deformconv', f'the installed {runtime} runs DeformConv'
+        return 'deformconv', 'the installed onnxruntime runs DeformConv'
     return 'gridsample', f'{reason}: standard operators instead'
 
 
