@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from uniconvnet.cli.main import build_parser, main
-from uniconvnet.engine.run import cpu_threads
+from uniconvnet.host import torch_threads
 
 COMMANDS = {
     'train': ['train'],
@@ -44,10 +44,10 @@ def test_threads_zero_is_refused_in_one_line(command, tmp_path, capsys, monkeypa
     assert list(tmp_path.iterdir()) == []
 
 
-def test_cpu_threads_restores_the_callers_setting():
+def test_torch_threads_restores_the_callers_setting():
     before = torch.get_num_threads()
-    with cpu_threads(1):
+    with torch_threads(1):
         assert torch.get_num_threads() == 1
     assert torch.get_num_threads() == before
-    with cpu_threads(None):
+    with torch_threads(None):
         assert torch.get_num_threads() == before

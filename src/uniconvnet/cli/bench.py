@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..engine.run import check_threads
+from ..host import check_threads
 
 DEFAULT_MODELS = ['uniconvnet_t', 'convnext_tiny']
 DEFAULT_REFERENCE = 'convnext_tiny'

@@ -23,7 +23,8 @@ from .artifacts import load_trained_model, readable_class_names, write_model_con
 from .config import TrainConfig
 from .distributed import DistributedContext, resolve_device
 from .model_card import classification_model_card
-from .run import RunParts, check_settings, cpu_threads, run_training
+from ..host import torch_threads
+from .run import RunParts, check_settings, run_training
 from .trainer import Task, Trainer, evaluate_task
 
 __all__ = ['ClassificationTask', 'augmentation_of', 'build_classification_model', 'build_datasets',
@@ -239,7 +240,7 @@ def evaluate_checkpoint(checkpoint: Union[str, Path], model: Optional[str] = Non
     ``image_size``, ``crop_pct`` or ``interpolation`` say otherwise. Without ``data``: the built-in digits.
     ``threads`` sets torch's CPU threads for the evaluation (default: as they are; restored after it).
     """
-    with cpu_threads(threads):
+    with torch_threads(threads):
         net, info = load_trained_model(checkpoint, model)
         pre = info.preprocessing.replace(image_size=image_size, crop_pct=crop_pct, interpolation=interpolation)
         dataset = _val_dataset(data, info.class_names, info.num_classes)
@@ -259,7 +260,7 @@ def evaluate_checkpoint(checkpoint: Union[str, Path], model: Optional[str] = Non
 def predict(images: Sequence[Union[str, Path]], checkpoint: Union[str, Path], model: Optional[str] = None,
             topk: int = 5, device: str = 'auto', threads: Optional[int] = None) -> List[List[Tuple[str, float]]]:
     """For each image file, the ``topk`` (class name, probability) pairs, most likely first."""
-    with cpu_threads(threads):
+    with torch_threads(threads):
         if topk < 1:
             raise ValueError(f'--topk must be at least 1, got {topk}')
         for path in images:

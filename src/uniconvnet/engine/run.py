@@ -5,22 +5,22 @@ the same order for all of them: process group, determinism, threads, the output 
 seeds, data loaders, the :class:`Trainer`, resuming, and :meth:`Trainer.fit`.
 """
 import os
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import torch
 import torch.nn as nn
 from torch.utils.data import Dataset
 
 from ..data.loader import build_loader
+from ..host import check_threads, torch_threads
 from ..io import load_checkpoint_file
 from .config import TrainConfig
 from .distributed import DistributedContext, init_distributed
 from .trainer import Task, Trainer, prepare_output, seed_everything
 
-__all__ = ['RunParts', 'check_settings', 'check_threads', 'cpu_threads', 'run_training', 'set_deterministic']
+__all__ = ['RunParts', 'check_settings', 'run_training', 'set_deterministic']
 
 
 @dataclass
@@ -35,27 +35,6 @@ class RunParts:
     val_batch_size: Optional[int] = None
     #: lines logged before training starts, given the trainer (its lr note, updates per epoch, ...)
     describe: Callable[[Trainer], List[str]] = field(default=lambda trainer: [])
-
-
-def check_threads(threads: Optional[int]) -> None:
-    """``--threads``: at least 1, or None for torch's default (0 is an error, not a silent default)."""
-    if threads is not None and threads < 1:
-        raise ValueError(f'--threads must be at least 1, got {threads} (leave it out for torch\'s default, one thread '
-                         f'per core)')
-
-
-@contextmanager
-def cpu_threads(threads: Optional[int]) -> Iterator[None]:
-    """torch's CPU threads set to ``threads`` inside the block (None: left as they are), restored after it."""
-    check_threads(threads)
-    previous = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        if threads is not None:
-            torch.set_num_threads(previous)
 
 
 def check_settings(cfg: TrainConfig) -> None:
@@ -98,7 +77,7 @@ def run_training(cfg: TrainConfig, output: Path,
         os.environ.setdefault('CUBLAS_WORKSPACE_CONFIG', ':4096:8')
     ctx = init_distributed(cfg.device)
     try:
-        with cpu_threads(cfg.threads):
+        with torch_threads(cfg.threads):
             return _train(cfg, output, setup, ctx)
     finally:
         ctx.close()

@@ -32,7 +32,8 @@ from ..io import atomic_write
 from ..models import create_model, is_uniconvnet
 from .complexity import measure_complexity
 from .memory import train_peak_memory_mb
-from .runtimes import DEPLOYMENT_RUNTIMES, Exporter, Session, deployed, torch_threads, usable_runtimes
+from ..host import torch_threads
+from .runtimes import DEPLOYMENT_RUNTIMES, Exporter, Session, deployed, usable_runtimes
 from .spec import ModelSpec, Runner, check_device, synchronized, train_step_runner
 
 __all__ = ['RUNTIMES', 'ModelSpec', 'format_benchmark', 'format_profile', 'interleaved_medians',

@@ -32,12 +32,12 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 import torch
 import torch.nn as nn
 
+from ..host import torch_threads
 from ..models import create_model
 from .benchmark import _check_counts, interleaved_medians, measure_complexity_of, save_report, time_training
 from .memory import train_peak_memory_mb
 from .peers import Published
-from .runtimes import (PEER_ONNX_OPSET, RUNTIME_BY_NAME, RUNTIMES, Exporter, check_runtimes, deployed,
-                       torch_threads, usable_runtimes)
+from .runtimes import PEER_ONNX_OPSET, RUNTIME_BY_NAME, RUNTIMES, Exporter, check_runtimes, deployed, usable_runtimes
 from .spec import ModelSpec, check_device, synchronized
 
 __all__ = ['REPORT_VERSION', 'format_frontier', 'frontier_rows', 'load_frontier', 'measured_runtimes',

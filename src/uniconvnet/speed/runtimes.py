@@ -9,7 +9,7 @@
 =============== =========================================================================================
 
 Every runtime uses the same number of threads (onnxruntime ``intra_op_num_threads``, OpenVINO
-``INFERENCE_NUM_THREADS``, PyTorch ``torch.set_num_threads`` inside :func:`torch_threads`), one stream, and the
+``INFERENCE_NUM_THREADS``, PyTorch ``torch.set_num_threads`` inside :func:`uniconvnet.host.torch_threads`), one stream, and the
 latency hint. UniConvNet reaches the deployment runtimes through :func:`uniconvnet.export.export_model` (the graph
 this library makes for each runtime); any other model the way a new user exports it: ``torch.onnx.export`` with
 ONNX opset 17 and a dynamic batch (:data:`PEER_ONNX_OPSET`), and for OpenVINO the IR converted from that ONNX file
@@ -33,7 +33,7 @@ import torch.nn as nn
 from ..export import export_model
 
 __all__ = ['DEPLOYMENT_RUNTIMES', 'PEER_ONNX_OPSET', 'RUNTIMES', 'Exporter', 'Runtime', 'check_runtimes', 'deployed',
-           'torch_threads', 'usable_runtimes']
+           'usable_runtimes']
 
 PEER_ONNX_OPSET = 17
 Session = Callable[[torch.Tensor], Any]
@@ -100,18 +100,6 @@ def usable_runtimes(names: Sequence[str], device: str, log: Callable[[str], None
         else:
             usable.append(name)
     return usable
-
-
-@contextlib.contextmanager
-def torch_threads(threads: Optional[int]) -> Iterator[int]:
-    """PyTorch's intra-op thread count set to ``threads`` (None: left as it is) inside the block, restored after."""
-    previous = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
-        yield torch.get_num_threads()
-    finally:
-        torch.set_num_threads(previous)
 
 
 def _file_stem(name: str) -> str:

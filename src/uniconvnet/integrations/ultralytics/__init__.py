@@ -30,25 +30,32 @@ our blocks registered), ``task`` (``train``, ``evaluate`` (alias ``val``), ``tra
 ``uniconvnet yolo train|eval`` calls; ``training`` is its old name), ``predict`` (plain and sliced prediction),
 ``safe_loading`` (the ``weights_only`` allow-list).
 
+Importing this package, training, evaluating and predicting through it leave the caller's PyTorch and numba thread
+counts and environment as they were (ultralytics changes them; :func:`uniconvnet.host.kept_host_settings`).
+
 Importing this package puts the YAML names where ultralytics' parser looks them up (so that a YAML built before
 ``register()`` gets our message, not a ``KeyError``) and our classes on torch's ``weights_only`` allow-list.
 Saved models (``best.pt``) are ordinary ultralytics checkpoints: in a fresh process, importing this package is
 all that loading, predicting and exporting need.
 """
-try:
-    import ultralytics  # noqa: F401
-except ImportError as e:  # the extra is optional: say which one brings it
-    raise ImportError('the ultralytics integration needs ultralytics: pip install "uniconvnet[ultralytics]" '
-                      '(or pip install ultralytics)') from e
+from ...host import kept_host_settings
 
-from .blocks import YAML_MODULES, C3k2RFA, C3kRFA, RFABlock, UniConvNetBackbone, is_registered
-from .configs import MODEL_YAML_DIR, list_model_yamls, model_yaml
-from .parser import expose_names, register
-from .predict import predict
-from .safe_loading import allow_safe_loading, safe_globals
-from .task import (BUILTIN_IMGSZ, DEFAULT_DATA_ROOT, builtin_data, evaluate, load_model, to_coco_results, train,
-                   training_recipe, val)
-from .trainer import DetectionTrainer
+# importing ultralytics writes OMP_NUM_THREADS and other variables: not ours to change, so undone after
+with kept_host_settings():
+    try:
+        import ultralytics  # noqa: F401
+    except ImportError as e:  # the extra is optional: say which one brings it
+        raise ImportError('the ultralytics integration needs ultralytics: pip install "uniconvnet[ultralytics]" '
+                          '(or pip install ultralytics)') from e
+
+    from .blocks import YAML_MODULES, C3k2RFA, C3kRFA, RFABlock, UniConvNetBackbone, is_registered
+    from .configs import MODEL_YAML_DIR, list_model_yamls, model_yaml
+    from .parser import expose_names, register
+    from .predict import predict
+    from .safe_loading import allow_safe_loading, safe_globals
+    from .task import (BUILTIN_IMGSZ, DEFAULT_DATA_ROOT, builtin_data, evaluate, load_model, to_coco_results, train,
+                       training_recipe, val)
+    from .trainer import DetectionTrainer
 
 __all__ = ['RFABlock', 'C3kRFA', 'C3k2RFA', 'UniConvNetBackbone', 'YAML_MODULES', 'register', 'is_registered',
            'model_yaml', 'list_model_yamls', 'MODEL_YAML_DIR', 'builtin_data', 'train', 'evaluate', 'val',

@@ -14,6 +14,7 @@ from PIL import Image, UnidentifiedImageError
 from ultralytics import YOLO
 from ultralytics.utils.plotting import Annotator, colors
 
+from ...host import kept_host_settings
 from ...io import atomic_save_image, atomic_write_text
 from .task import load_model
 
@@ -131,6 +132,7 @@ def _annotate(image: np.ndarray, detections: List[Detection], names: Dict[int, s
     return Image.fromarray(annotator.result())
 
 
+@kept_host_settings()
 def predict(source: Union[str, Path], weights: Union[str, Path], out: Union[str, Path] = 'runs/yolo/predict',
             slice_size: Optional[int] = None, overlap: float = 0.2, imgsz: Optional[int] = None,
             conf: float = 0.25, device: str = 'cpu', save_images: bool = True) -> Path:

@@ -13,6 +13,7 @@ from ultralytics.models.yolo.detect import DetectionValidator
 
 from ...data.yolo import small_objects_yolo
 from ...evaluation import coco_evaluate
+from ...host import kept_host_settings
 from ...io import CheckpointError
 from .blocks import UniConvNetBackbone
 from .configs import model_yaml
@@ -92,6 +93,7 @@ def _builtin_coco_json(data_yaml: Path) -> Optional[Path]:
     return candidate if (data_yaml.parent / 'settings.json').is_file() and candidate.is_file() else None
 
 
+@kept_host_settings()
 def evaluate(model: Any, data: Union[str, Path, None] = None, imgsz: Optional[int] = None,
              batch: int = 16, device: str = 'cpu', coco_json: Union[str, Path, None] = None,
              **overrides: Any) -> Dict[str, float]:
@@ -161,6 +163,7 @@ def training_recipe(model: Any, batch: int = 16) -> Dict[str, Any]:
     return dict(nbs=batch if batch > 0 else 16) if from_scratch else {}
 
 
+@kept_host_settings()
 def train(cfg: Union[str, Path], data: Union[str, Path, None] = None, epochs: int = 100,
           imgsz: Optional[int] = None, batch: int = 16, device: str = 'cpu', seed: int = 0,
           project: Union[str, Path] = 'runs/yolo', name: Optional[str] = None, **overrides: Any) -> Path:
