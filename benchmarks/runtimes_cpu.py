@@ -55,11 +55,12 @@ def build(name: str) -> torch.nn.Module:
     return timm.utils.reparameterize_model(model)
 
 
-def export(name: str, model: torch.nn.Module, folder: Path, size: int) -> Dict[str, Path]:
-    """ONNX and OpenVINO IR: ours through uniconvnet.export, peers as a new user exports them."""
+def export(name: str, model: torch.nn.Module, folder: Path, size: int, sampling: str = 'auto') -> Dict[str, Path]:
+    """ONNX and OpenVINO IR: ours through uniconvnet.export (DCN ``sampling`` as export_model takes it), peers as a
+    new user exports them."""
     if name.startswith('uniconvnet'):
-        return {'onnx': export_model(model, folder / f'{name}.onnx', 'onnx', (size, size)),
-                'openvino': export_model(model, folder / f'{name}.xml', 'openvino', (size, size))}
+        return {'onnx': export_model(model, folder / f'{name}.onnx', 'onnx', (size, size), sampling=sampling),
+                'openvino': export_model(model, folder / f'{name}.xml', 'openvino', (size, size), sampling=sampling)}
     import openvino as ov
     path = folder / f'{name}.onnx'
     with torch.no_grad(), warnings.catch_warnings():
@@ -107,13 +108,13 @@ def interleaved(runners: Dict[Any, Callable[[], Any]], runs: int, warmup: int) -
 
 
 def measure(names: List[str], batches: List[int], size: int, runs: int, warmup: int, threads: int,
-            folder: Path) -> Dict[str, Any]:
+            folder: Path, sampling: str = 'auto') -> Dict[str, Any]:
     results: Dict[str, Any] = {'models': {}}
     models, sessions, requests = {}, {}, []
     for name in names:
         start = time.perf_counter()
         models[name] = build(name)
-        paths = export(name, models[name], folder, size)
+        paths = export(name, models[name], folder, size, sampling)
         sessions[name] = {'onnxruntime': ort_session(paths['onnx'], threads),
                           'openvino': ov_request(paths['openvino'], threads, f32=False),
                           'openvino_f32': ov_request(paths['openvino'], threads, f32=True)}
@@ -184,10 +185,11 @@ def report(results: Dict[str, Any], batches: List[int], settings: str) -> str:
     return '\n'.join(lines) + '\n'
 
 
-def profile(name: str, batch: int, size: int, runs: int, threads: int, folder: Path, top: int = 12) -> str:
+def profile(name: str, batch: int, size: int, runs: int, threads: int, folder: Path, top: int = 12,
+            sampling: str = 'auto') -> str:
     """Where the time goes in each runtime: operator types by share of the summed operator time."""
     model = build(name)
-    paths = export(name, model, folder, size)
+    paths = export(name, model, folder, size, sampling)
     array = np.random.default_rng(0).standard_normal((batch, 3, size, size), dtype=np.float32)
     lines = [f'## {name}, batch {batch}, {size}x{size}, {threads} threads', '']
     session = ort_session(paths['onnx'], threads, profile_prefix=str(folder / 'ort'))
@@ -232,6 +234,8 @@ def main() -> None:
     parser.add_argument('--runs', type=int, default=10)
     parser.add_argument('--warmup', type=int, default=3)
     parser.add_argument('--threads', type=int, default=2)
+    parser.add_argument('--sampling', default='auto', choices=('auto', 'deformconv', 'gridsample'),
+                        help="our DCN sampling in both runtimes (export_model's option; default: what it picks)")
     parser.add_argument('--profile', metavar='MODEL', help='profile MODEL in every runtime instead')
     parser.add_argument('--json', type=Path, default=RESULTS / 'runtimes_cpu.json')
     parser.add_argument('--smoke', action='store_true', help='tiny settings, writes nothing under results/')
@@ -242,14 +246,17 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder, warnings.catch_warnings():
         warnings.simplefilter('ignore')
         if args.profile:
-            print(profile(args.profile, args.batch[0], args.size, args.runs, args.threads, Path(folder)))
+            print(profile(args.profile, args.batch[0], args.size, args.runs, args.threads, Path(folder),
+                          sampling=args.sampling))
             return
-        results = measure(args.models, args.batch, args.size, args.runs, args.warmup, args.threads, Path(folder))
+        results = measure(args.models, args.batch, args.size, args.runs, args.warmup, args.threads, Path(folder),
+                          args.sampling)
     import onnxruntime
     import openvino
     settings = (f'{args.size}x{args.size}, {args.threads} threads, batches {args.batch}, medians of {args.runs} '
                 f'interleaved runs; torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, OpenVINO '
-                f'{openvino.__version__}; OV = OpenVINO\'s default precision, OV f32 = INFERENCE_PRECISION_HINT f32.')
+                f'{openvino.__version__}; OV = OpenVINO\'s default precision, OV f32 = INFERENCE_PRECISION_HINT f32; '
+                f'our DCN sampling: --sampling {args.sampling}.')
     text = report(results, args.batch, settings)
     print(text)
     if not args.smoke:
