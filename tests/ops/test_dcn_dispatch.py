@@ -17,7 +17,9 @@ import uniconvnet  # noqa: F401  (registers the models)
 from uniconvnet.layers import DCNv3, set_dcn_backend, using_dcn_backend
 from uniconvnet.ops import BACKEND_ENV_VAR, BACKENDS, dcn, dcnv3, dcnv3_gather, dcnv3_numba, dcnv3_torch, select_backend
 
-REPO_SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), 'src')
+from conftest import REPO
+
+REPO_SRC = str(REPO / 'src')
 
 
 @pytest.fixture(autouse=True)

@@ -14,7 +14,7 @@ from uniconvnet.speed.peers import PEERS, PUBLISHED_SIZE, UNICONVNET, resolve_pe
 from uniconvnet.speed.plots import _sparse_log_label, plot_frontier
 from uniconvnet.speed.runtimes import RUNTIMES
 
-from test_bench import _signal_stack
+from conftest import signal_stack
 
 PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
 
@@ -171,13 +171,13 @@ def test_frontier_command_in_every_runtime_resumes_and_goes_on_after_a_failure(t
     pytest.importorskip('onnxruntime')
     pytest.importorskip('openvino')
     threads = torch.get_num_threads()
-    stack_before = _signal_stack() if sys.platform == 'linux' else None
+    stack_before = signal_stack() if sys.platform == 'linux' else None
     out = tmp_path / 'frontier.json'
     # resnet18 given a top-1 above A's: the only peer A can be matched with; mobileone is reparameterized
     assert _run('--variants', 'A', '--peers', 'resnet18=78', 'mobileone_s0', '--json', str(out), *TINY) == 0
     assert torch.get_num_threads() == threads  # --threads applied while measuring, PyTorch's setting restored
     if stack_before is not None:  # the OpenVINO sessions were released last opened first (see test_bench)
-        assert _signal_stack() == stack_before
+        assert signal_stack() == stack_before
     table = capsys.readouterr().out
     report = json.loads(out.read_text())
     models = report['models']

@@ -7,7 +7,6 @@ import os
 import pickle
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -23,7 +22,8 @@ from uniconvnet.cli.main import main  # noqa: E402
 from uniconvnet.data.yolo import small_objects_yolo  # noqa: E402
 from uniconvnet.integrations import ultralytics as uyolo  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
+from conftest import REPO  # noqa: E402
+
 SHIPPED = ['yolo11n-rfa-neck.yaml', 'yolo11n-c3k2rfa.yaml', 'yolo11n-uniconvnet-a.yaml']
 OUR_BLOCKS = (uyolo.RFABlock, uyolo.C3k2RFA, uyolo.UniConvNetBackbone)
 

@@ -16,10 +16,12 @@ from PIL import Image
 from uniconvnet.cli.main import main as cli_main
 from uniconvnet.data.streaming import samples_per_worker, write_webdataset_shards
 
+from conftest import REPO
+
 pytest.importorskip('webdataset', reason="pip install 'uniconvnet[stream]'")
 datasets = pytest.importorskip('datasets', reason="pip install 'uniconvnet[stream]'")
 
-RECORD = Path(__file__).parent / 'scripts' / 'record_stream_samples.py'
+RECORD = REPO / 'tests' / 'scripts' / 'record_stream_samples.py'
 NUM_CLASSES = 3
 TRAIN_IDS = list(range(48))  # 8 shards of 6: 2 per DataLoader worker for 2 processes x 2 workers, batch 3
 VAL_IDS = list(range(1000, 1014))  # 14: shards of 5, 5 and 4, unevenly spread over the processes
