@@ -12,6 +12,8 @@ from uniconvnet.data import export_digits_folder
 
 from conftest import REPO
 
+pytestmark = pytest.mark.slow  # timm's scripts in child processes
+
 TRAIN_SCRIPT = REPO / 'tests' / 'scripts' / 'timm_train_tiny.py'
 ONE_THREAD = dict(os.environ, OMP_NUM_THREADS='1', NUMBA_NUM_THREADS='1')
 

@@ -14,6 +14,8 @@ import torch
 
 from conftest import REPO
 
+pytestmark = pytest.mark.slow  # runs benchmarks/dcnv3_gpu.py in child processes
+
 SCRIPT = str(REPO / 'benchmarks' / 'dcnv3_gpu.py')
 
 

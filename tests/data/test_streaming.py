@@ -104,6 +104,7 @@ def _check_once_per_epoch(records: list, data: str, epochs: int = 2) -> None:
     assert sorted(val) == VAL_IDS and set(val.values()) == {1}, (data, val)
 
 
+@pytest.mark.slow
 def test_two_processes_see_every_sample_once_per_epoch(sources, tmp_path):
     data = [f'wds/{sources / "shards"}', str(sources / 'saved'), f'hfds/{sources / "parquet"}',
             f'hfids/{sources / "parquet"}', f'wds/{sources / "uneven"}']
@@ -126,6 +127,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_nodes_on_localhost_see_every_sample_once_per_epoch(sources, tmp_path):
     # two torchrun launches, one per simulated node, meeting at a c10d rendezvous on 127.0.0.1
     data = [f'wds/{sources / "shards"}', str(sources / 'saved')]
@@ -184,6 +186,7 @@ def test_samples_per_worker_never_repeats_a_sample():
         samples_per_worker([5, 5], loader_workers=2, batch_size=8)
 
 
+@pytest.mark.slow
 def test_train_on_shards(sources, tmp_path):
     out = tmp_path / 'run'
     res = subprocess.run([sys.executable, '-m', 'uniconvnet', 'train', '--data', f'wds/{sources / "shards"}',

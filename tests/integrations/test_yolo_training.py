@@ -19,6 +19,7 @@ from uniconvnet.integrations import ultralytics as uyolo  # noqa: E402
 
 from conftest import REPO  # noqa: E402
 
+pytestmark = pytest.mark.slow  # training runs, DDP workers in child processes
 
 
 def _fresh_python(code: str, timeout: int = 300) -> dict:

@@ -72,6 +72,7 @@ def test_argument_beats_user_default(monkeypatch):
     assert select_backend(x, 'torch') == 'torch'
 
 
+@pytest.mark.slow
 def test_environment_variable_is_the_default_and_never_written():
     script = textwrap.dedent('''
         import os, torch, timm, uniconvnet
@@ -190,6 +191,7 @@ def test_torchscript_uses_the_core_whatever_the_backend():
         torch.testing.assert_close(scripted(x), ref, rtol=0, atol=0)
 
 
+@pytest.mark.slow
 def test_import_and_cpu_use_need_no_triton():
     """With Triton made unimportable: import, run on the CPU, and fall back (one line) for CUDA tensors."""
     script = textwrap.dedent('''

@@ -76,6 +76,7 @@ def test_auto_dispatch_picks_the_numba_kernels_on_cpu(monkeypatch):
     assert torch.equal(forced, auto)
 
 
+@pytest.mark.slow
 def test_without_numba_auto_uses_the_gather_core():
     """With numba made unimportable: import, pick the gather core quietly, refuse numba by name, run a model."""
     script = textwrap.dedent('''

@@ -14,6 +14,8 @@ import pytest
 
 from conftest import REPO
 
+pytestmark = pytest.mark.slow  # a child process per check
+
 REPO_SRC = str(REPO / 'src')
 
 SCRIPT = textwrap.dedent('''

@@ -17,7 +17,6 @@ from uniconvnet.ops import dcnv3_output_size, dcnv3_torch, dcnv3_triton
 from conftest import REPO
 
 
-
 def _fractional_offsets(shape, dtype, spread=4):
     """Offsets in pixels: a whole number up to ``spread`` plus a quarter, a half or three quarters.
 
@@ -144,6 +143,7 @@ def test_compile_trains_through_the_custom_op():
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_kernels_compile_for_a_gpu_without_one(tmp_path):
     """The interpreter runs the kernels as Python; this lowers them to an sm_90 cubin (Triton's LLVM and ptxas)."""
     script = str(REPO / 'benchmarks' / 'dcnv3_triton_registers.py')

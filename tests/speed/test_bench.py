@@ -20,6 +20,7 @@ def test_model_specs():
         ModelSpec.parse('uniconvnet_t:fast')
 
 
+@pytest.mark.slow
 def test_bench_command_small(tmp_path, capsys):
     pytest.importorskip('onnxruntime')
     pytest.importorskip('openvino')
@@ -64,6 +65,7 @@ def test_profile_names_where_time_goes():
     assert '| DCN sampling core |' in format_profile(profile)
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_bench_in_one_line(tmp_path):
     """Ctrl-C during a measurement: the command's one-line answer and the shell's code 130, no traceback."""
     def interrupt(proc):

@@ -21,6 +21,7 @@ PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
 
 # ---- the published table -----------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_every_peer_resolves_in_timm_and_its_tag_names_existing_weights():
     for published in list(UNICONVNET.values()) + list(PEERS.values()):
         assert published.weights in timm.list_pretrained(published.model + '.*'), published
@@ -167,6 +168,7 @@ def _run(*argv):
 TINY = ['--size', '64', '--batch', '1', '2', '--train-batch', '0', '--runs', '1', '--warmup', '0', '--threads', '1']
 
 
+@pytest.mark.slow
 def test_frontier_command_in_every_runtime_resumes_and_goes_on_after_a_failure(tmp_path, capsys):
     pytest.importorskip('onnxruntime')
     pytest.importorskip('openvino')
