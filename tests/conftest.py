@@ -1,3 +1,4 @@
+import ctypes
 import os
 
 # Triton's interpreter runs the Triton kernels on the CPU for the tests in tests/ops/. It has to be on before
@@ -79,6 +80,18 @@ def default_sigint() -> None:
     runner's. A background job of a shell script starts with SIGINT ignored, and a Python child started from it
     would ignore Ctrl-C too (Python installs its KeyboardInterrupt handler only over the default action)."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+class _SignalStack(ctypes.Structure):
+    _fields_ = [('ss_sp', ctypes.c_void_p), ('ss_flags', ctypes.c_int), ('ss_size', ctypes.c_size_t)]
+
+
+def signal_stack() -> tuple:
+    """This thread's alternate signal stack (Linux): where signal handlers run. A command run in-process must leave
+    it as it found it (tests compare it before and after)."""
+    stack = _SignalStack()
+    assert ctypes.CDLL(None).sigaltstack(None, ctypes.byref(stack)) == 0
+    return stack.ss_sp, stack.ss_size
 
 
 def run_child(command: Sequence[str], until: Optional[str] = None, then: Optional[Callable] = None,

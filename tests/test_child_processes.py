@@ -7,6 +7,8 @@ import pytest
 
 from conftest import run_child
 
+pytestmark = pytest.mark.slow  # children, Ctrl-C
+
 
 def test_child_gets_ctrl_c_even_when_the_runner_ignores_it():
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # as in `(trap '' INT; python -m pytest ...) &`

@@ -188,6 +188,7 @@ def test_probe_says_why_without_onnxruntime(monkeypatch):
         export.onnxruntime_runs_deformconv.cache_clear()
 
 
+@pytest.mark.slow
 def test_exported_program_round_trip(tiny_model, tmp_path):
     # (TorchScript: see test_export_command_loads_checkpoint)
     x = torch.randn(3, 3, 72, 64)  # neither the batch nor the size of the export
@@ -246,6 +247,7 @@ def test_export_bad_sampling_options(capsys, tmp_path):
         export_model(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1)), out, 'onnx', (8, 8), sampling='deformconv')
 
 
+@pytest.mark.slow
 def test_export_command_reports_the_sampling(capsys, tmp_path):
     assert main(['export', '--model', 'uniconvnet_a', '--out', str(tmp_path / 'a.onnx'), '--size', '64']) == 0
     lines = capsys.readouterr().out.strip().splitlines()

@@ -10,7 +10,11 @@ import timm
 
 from uniconvnet.data import export_digits_folder
 
-TRAIN_SCRIPT = Path(__file__).parent / 'scripts' / 'timm_train_tiny.py'
+from conftest import REPO
+
+pytestmark = pytest.mark.slow  # timm's scripts in child processes
+
+TRAIN_SCRIPT = REPO / 'tests' / 'scripts' / 'timm_train_tiny.py'
 ONE_THREAD = dict(os.environ, OMP_NUM_THREADS='1', NUMBA_NUM_THREADS='1')
 
 

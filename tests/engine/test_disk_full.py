@@ -12,6 +12,8 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.slow  # training runs in child processes on a full disk
+
 
 # 2 epochs of one batch; without EMA a checkpoint of UniConvNet-A (weights and AdamW state) is ~37 MB
 TRAIN = ['train', '--image-size', '8', '--batch-size', '4', '--epochs', '2', '--limit-train-batches', '1',

@@ -16,6 +16,7 @@ TINY = ['--image-size', '8', '--batch-size', '4', '--epochs', '1', '--limit-trai
         '--limit-val-batches', '1']
 
 
+@pytest.mark.slow
 def test_options_are_recorded_and_applied(tmp_path):
     out = tmp_path / 'run'
     assert main(['train', *TINY, '--recompute', 'rfa,dcn', '--dcn-backend', 'torch', '--output', str(out)]) == 0

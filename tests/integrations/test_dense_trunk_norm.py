@@ -30,6 +30,7 @@ def _cli(*args):
     return main([str(a) for a in args])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('kind,extra', [('detect', ['--min-size', '64', '--fpn-channels', '16']), ('segment', [])])
 def test_commands_record_trunk_norm_and_eval_rebuilds_it(kind, extra, tmp_path, capsys):
     root = tmp_path / 'data'

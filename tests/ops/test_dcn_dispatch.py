@@ -17,7 +17,9 @@ import uniconvnet  # noqa: F401  (registers the models)
 from uniconvnet.layers import DCNv3, set_dcn_backend, using_dcn_backend
 from uniconvnet.ops import BACKEND_ENV_VAR, BACKENDS, dcn, dcnv3, dcnv3_gather, dcnv3_numba, dcnv3_torch, select_backend
 
-REPO_SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), 'src')
+from conftest import REPO
+
+REPO_SRC = str(REPO / 'src')
 
 
 @pytest.fixture(autouse=True)
@@ -70,6 +72,7 @@ def test_argument_beats_user_default(monkeypatch):
     assert select_backend(x, 'torch') == 'torch'
 
 
+@pytest.mark.slow
 def test_environment_variable_is_the_default_and_never_written():
     script = textwrap.dedent('''
         import os, torch, timm, uniconvnet
@@ -188,6 +191,7 @@ def test_torchscript_uses_the_core_whatever_the_backend():
         torch.testing.assert_close(scripted(x), ref, rtol=0, atol=0)
 
 
+@pytest.mark.slow
 def test_import_and_cpu_use_need_no_triton():
     """With Triton made unimportable: import, run on the CPU, and fall back (one line) for CUDA tensors."""
     script = textwrap.dedent('''

@@ -10,37 +10,27 @@ import torch
 from uniconvnet.ops import dcnv3
 from uniconvnet.ops.dcn.nchw import dcnv3_deform_conv, dcnv3_grid_sample, deform_conv_rows
 
-# (N, H, W, group, group channels, kernel, stride, padding, dilation)
-GEOMETRIES = [
-    (2, 9, 11, 3, 8, 3, 1, 1, 1),  # UniConvNet's DCN: 3x3, stride 1, padding 1, several offset groups
-    (1, 10, 7, 2, 4, 3, 2, 1, 1),  # stride 2
-    (2, 8, 8, 1, 5, 5, 1, 2, 2),  # 5x5, dilation 2
-    (1, 7, 9, 4, 3, 3, 1, 0, 1),  # no padding: the output shrinks
-]
-IDS = ['uniconvnet', 'stride2', 'dilation2', 'no-padding']
+from dcn_cases import GEOMETRIES, Geometry, make_inputs
+
+# from the shared table (dcn_cases.py): UniConvNet's DCN (3x3, stride 1, padding 1, several offset groups), stride
+# 2, 5x5 with dilation 2, no padding (the output shrinks). The deployment forms sample with offset_scale 1 (the
+# model folds its scale into the offset weights), so the entries' offset scales are not used here.
+DEPLOYED = ['uniconvnet_layer', 'stride2_half_scale', 'kernel5_dilation2_double_scale', 'unpadded_four_groups']
 
 
-def _inputs(n, h, w, group, channels, kernel, stride, padding, dilation, dtype=torch.float64, seed=0):
+def _inputs(g: Geometry, dtype=torch.float64):
     """NHWC value, offsets and mask in DCNv3's layout. Offsets of a few pixels send many samples across the
     borders, where the zero padding decides; a signed mask checks that it is used raw (no softmax)."""
-    generator = torch.Generator().manual_seed(seed)
-    out_h = (h + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
-    out_w = (w + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
-    points = kernel * kernel
-    value = torch.randn(n, h, w, group * channels, generator=generator, dtype=dtype)
-    offset = torch.randn(n, out_h, out_w, group * points * 2, generator=generator, dtype=dtype) * 2.5
-    mask = torch.randn(n, out_h, out_w, group * points, generator=generator, dtype=dtype)
-    return value, offset, mask
+    return make_inputs(g, dtype, 'random')
 
 
-def _geometry(kernel, stride, padding, dilation, group):
-    return dict(kernel_size=(kernel, kernel), stride=(stride, stride), padding=(padding, padding),
-                dilation=(dilation, dilation), group=group)
+def _geometry(g: Geometry):
+    return dict(kernel_size=g.kernel_size, stride=g.stride, padding=g.padding, dilation=g.dilation, group=g.group)
 
 
-def _deployment_layout(value, offset, mask, kernel, group, pair):
+def _deployment_layout(value, offset, mask, g: Geometry, pair):
     """The same inputs in the deployment layout: NCHW, offset and mask rows permuted by deform_conv_rows."""
-    offset_rows, mask_rows = deform_conv_rows((kernel, kernel), group, pair)
+    offset_rows, mask_rows = deform_conv_rows(g.kernel_size, g.group, pair)
     return (value.permute(0, 3, 1, 2), offset[..., offset_rows].permute(0, 3, 1, 2),
             mask[..., mask_rows].permute(0, 3, 1, 2))
 
@@ -49,33 +39,33 @@ def _reference(value, offset, mask, geometry):
     return dcnv3(value, offset, mask, **geometry, backend='torch').permute(0, 3, 1, 2)
 
 
-@pytest.mark.parametrize('n,h,w,group,channels,kernel,stride,padding,dilation', GEOMETRIES, ids=IDS)
+@pytest.mark.parametrize('name', DEPLOYED)
 @pytest.mark.parametrize('pair,sample', [('yx', dcnv3_deform_conv), ('xy', dcnv3_grid_sample)],
                          ids=['deform_conv', 'grid_sample'])
-def test_both_forms_equal_the_reference_core(n, h, w, group, channels, kernel, stride, padding, dilation, pair,
-                                             sample):
-    inputs = _inputs(n, h, w, group, channels, kernel, stride, padding, dilation)
-    geometry = _geometry(kernel, stride, padding, dilation, group)
-    out = sample(*_deployment_layout(*inputs, kernel, group, pair), **geometry)
+def test_both_forms_equal_the_reference_core(name, pair, sample):
+    g = GEOMETRIES[name]
+    inputs = _inputs(g)
+    geometry = _geometry(g)
+    out = sample(*_deployment_layout(*inputs, g, pair), **geometry)
     torch.testing.assert_close(out, _reference(*inputs, geometry), rtol=0, atol=1e-12)
 
 
-@pytest.mark.parametrize('n,h,w,group,channels,kernel,stride,padding,dilation', GEOMETRIES, ids=IDS)
-def test_torchvision_deform_conv2d_with_ones_is_the_dcnv3_sampling(n, h, w, group, channels, kernel, stride,
-                                                                  padding, dilation):
+@pytest.mark.parametrize('name', DEPLOYED)
+def test_torchvision_deform_conv2d_with_ones_is_the_dcnv3_sampling(name):
     """The mapping itself, outside our code: a depthwise deform_conv2d with all-ones weights, DCNv3's offset groups,
     its raw mask and the permuted rows gives DCNv3's output, borders included."""
     torchvision = pytest.importorskip('torchvision')
-    value, offset, mask = _inputs(n, h, w, group, channels, kernel, stride, padding, dilation)
-    x, offset_dc, mask_dc = _deployment_layout(value, offset, mask, kernel, group, 'yx')
-    weight = torch.ones(group * channels, 1, kernel, kernel, dtype=x.dtype)
-    out = torchvision.ops.deform_conv2d(x, offset_dc, weight, stride=stride, padding=padding, dilation=dilation,
-                                        mask=mask_dc)
-    reference = _reference(value, offset, mask, _geometry(kernel, stride, padding, dilation, group))
+    g = GEOMETRIES[name]
+    value, offset, mask = _inputs(g)
+    x, offset_dc, mask_dc = _deployment_layout(value, offset, mask, g, 'yx')
+    weight = torch.ones(g.group * g.group_channels, 1, *g.kernel_size, dtype=x.dtype)
+    out = torchvision.ops.deform_conv2d(x, offset_dc, weight, stride=g.stride, padding=g.padding,
+                                        dilation=g.dilation, mask=mask_dc)
+    reference = _reference(value, offset, mask, _geometry(g))
     torch.testing.assert_close(out, reference, rtol=0, atol=1e-12)
     # and the row order matters: DCNv3's own order gives something else
-    unpermuted = torchvision.ops.deform_conv2d(x, offset.permute(0, 3, 1, 2), weight, stride=stride,
-                                               padding=padding, dilation=dilation, mask=mask.permute(0, 3, 1, 2))
+    unpermuted = torchvision.ops.deform_conv2d(x, offset.permute(0, 3, 1, 2), weight, stride=g.stride,
+                                               padding=g.padding, dilation=g.dilation, mask=mask.permute(0, 3, 1, 2))
     assert (unpermuted - reference).abs().max() > 0.1
 
 
@@ -113,29 +103,29 @@ def _one_layer_onnx(tmp_path, geometry, example):
     return path
 
 
-@pytest.mark.parametrize('n,h,w,group,channels,kernel,stride,padding,dilation', GEOMETRIES, ids=IDS)
-def test_onnxruntime_deformconv_equals_the_reference_core(tmp_path, n, h, w, group, channels, kernel, stride,
-                                                          padding, dilation):
+@pytest.mark.parametrize('name', DEPLOYED)
+def test_onnxruntime_deformconv_equals_the_reference_core(tmp_path, name):
     ort = pytest.importorskip('onnxruntime')
-    inputs = _inputs(n, h, w, group, channels, kernel, stride, padding, dilation, torch.float32)
-    geometry = _geometry(kernel, stride, padding, dilation, group)
-    example = _deployment_layout(*inputs, kernel, group, 'yx')
+    g = GEOMETRIES[name]
+    inputs = _inputs(g, torch.float32)
+    geometry = _geometry(g)
+    example = _deployment_layout(*inputs, g, 'yx')
     session = ort.InferenceSession(str(_one_layer_onnx(tmp_path, geometry, example)),
                                    providers=['CPUExecutionProvider'])
     out = session.run(None, dict(zip(('value', 'offset', 'mask'), (t.numpy() for t in example))))[0]
     torch.testing.assert_close(torch.from_numpy(out), _reference(*inputs, geometry), rtol=0, atol=1e-5)
 
 
-@pytest.mark.parametrize('n,h,w,group,channels,kernel,stride,padding,dilation', GEOMETRIES, ids=IDS)
-def test_openvino_deformable_convolution_equals_the_reference_core(tmp_path, n, h, w, group, channels, kernel,
-                                                                   stride, padding, dilation):
+@pytest.mark.parametrize('name', DEPLOYED)
+def test_openvino_deformable_convolution_equals_the_reference_core(tmp_path, name):
     """ONNX DeformConv converted to OpenVINO's DeformableConvolution (bilinear_interpolation_pad): the same
     samples, borders included."""
     ov = pytest.importorskip('openvino')
     from uniconvnet.export import _convert_to_openvino
-    inputs = _inputs(n, h, w, group, channels, kernel, stride, padding, dilation, torch.float32)
-    geometry = _geometry(kernel, stride, padding, dilation, group)
-    example = _deployment_layout(*inputs, kernel, group, 'yx')
+    g = GEOMETRIES[name]
+    inputs = _inputs(g, torch.float32)
+    geometry = _geometry(g)
+    example = _deployment_layout(*inputs, g, 'yx')
     model = _convert_to_openvino(_one_layer_onnx(tmp_path, geometry, example))
     assert [op.get_type_name() for op in model.get_ops()].count('DeformableConvolution') == 1
     compiled = ov.Core().compile_model(model, 'CPU', {'INFERENCE_PRECISION_HINT': 'f32'})
@@ -150,7 +140,8 @@ def test_borders_sample_zeros_in_every_form(tmp_path):
     ort = pytest.importorskip('onnxruntime')
     ov = pytest.importorskip('openvino')
     from uniconvnet.export import _convert_to_openvino
-    size, geometry = 4, _geometry(3, 1, 1, 1, 1)
+    size = 4
+    geometry = dict(kernel_size=(3, 3), stride=(1, 1), padding=(1, 1), dilation=(1, 1), group=1)
     value = torch.ones(1, 1, size, size)
     # every kernel point of every output pixel gets the same offset (dy, dx); the mask keeps only the centre point
     offsets = [(-0.25, 0.0), (-1.0, 0.0), (0.0, 0.75), (0.0, 2.0), (0.5, -0.5), (-1.0, -1.0)]

@@ -16,9 +16,10 @@ from uniconvnet.ops.dcn import numba_backend as numba_core
 from uniconvnet.ops.dcn.geometry import sampling_locations, unnormalize
 
 from dcn_cases import GEOMETRIES, make_inputs
+from conftest import REPO
 
 dcnv3_numba = numba_core.dcnv3_numba
-REPO_SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), 'src')
+REPO_SRC = str(REPO / 'src')
 needs_numba = pytest.mark.skipif(importlib.util.find_spec('numba') is None, reason='numba is not installed')
 
 
@@ -75,6 +76,7 @@ def test_auto_dispatch_picks_the_numba_kernels_on_cpu(monkeypatch):
     assert torch.equal(forced, auto)
 
 
+@pytest.mark.slow
 def test_without_numba_auto_uses_the_gather_core():
     """With numba made unimportable: import, pick the gather core quietly, refuse numba by name, run a model."""
     script = textwrap.dedent('''

@@ -12,7 +12,11 @@ import textwrap
 
 import pytest
 
-REPO_SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), 'src')
+from conftest import REPO
+
+pytestmark = pytest.mark.slow  # a child process per check
+
+REPO_SRC = str(REPO / 'src')
 
 SCRIPT = textwrap.dedent('''
     import ctypes, sys

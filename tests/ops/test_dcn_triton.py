@@ -14,7 +14,7 @@ import torch
 from uniconvnet.layers import DCNv3
 from uniconvnet.ops import dcnv3_output_size, dcnv3_torch, dcnv3_triton
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from conftest import REPO
 
 
 def _fractional_offsets(shape, dtype, spread=4):
@@ -143,10 +143,11 @@ def test_compile_trains_through_the_custom_op():
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_kernels_compile_for_a_gpu_without_one(tmp_path):
     """The interpreter runs the kernels as Python; this lowers them to an sm_90 cubin (Triton's LLVM and ptxas)."""
-    script = os.path.join(REPO, 'benchmarks', 'dcnv3_triton_registers.py')
-    env = dict(os.environ, PYTHONPATH=os.path.join(REPO, 'src'), TRITON_CACHE_DIR=str(tmp_path))
+    script = str(REPO / 'benchmarks' / 'dcnv3_triton_registers.py')
+    env = dict(os.environ, PYTHONPATH=str(REPO / 'src'), TRITON_CACHE_DIR=str(tmp_path))
     env.pop('TRITON_INTERPRET')  # compiled kernels, in a fresh process
     command = [sys.executable, script, '--arch', '90', '--group-channels', '16', '--dtypes', 'bfloat16']
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)

@@ -1,4 +1,5 @@
-"""Record which samples each process sees, through the data path of `uniconvnet train` (for tests/test_streaming.py).
+"""Record which samples each process sees, through the data path of `uniconvnet train`
+(for tests/data/test_streaming.py).
 
 Run under torchrun: for each --data, builds the datasets and loaders as training does (open_data_source,
 DataSource.datasets, build_loader, set_epoch, len(loader) batches per epoch), with a transform that reads the

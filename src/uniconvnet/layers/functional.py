@@ -9,8 +9,9 @@ element-wise op) instead of keeping its output too:
     depthwise_channels_last(x, W, b, gelu_first=True)             keeps x, not GELU(x)
 
 Each takes the plain ops where no gradient is needed, under TorchScript, and under FX symbolic tracing; results
-are the plain ops' to float rounding (``tests/test_layers.py``). Under autocast the backward computes in the dtype
-the forward's products ran in, as autocast's own backward does, and returns each gradient in its input's dtype.
+are the plain ops' to float rounding (``tests/layers/test_layers.py``). Under autocast the backward computes in
+the dtype the forward's products ran in, as autocast's own backward does, and returns each gradient in its input's
+dtype.
 """
 from typing import List, Optional, Tuple
 

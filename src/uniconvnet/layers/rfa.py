@@ -16,7 +16,7 @@ weights keep the official ``(out, in, 1, 1)`` shape, so checkpoints load as they
 layout, without copies. The discriminator paths of all layers read only the RFA's normalised input, so the RFA
 runs them together: one matrix product (block-diagonal weights) and one depthwise convolution instead of one of
 each per layer. In float32 this rounds differently from the official NCHW code, within the official-parity
-tolerance (``tests/test_parity.py``).
+tolerance (``tests/models/test_parity.py``).
 """
 from typing import List, Optional, Sequence, Tuple
 

@@ -13,7 +13,7 @@ Each block is three residual branches, each with a layer scale:
 Blocks compute all three branches channels-last: the RFA's 1x1 convolutions are matrix products over the
 channels, its LayerNorms single ``F.layer_norm`` calls, its depthwise convolutions run on channels-last memory, and
 activations stay channels-last from block to block. The official code computes in NCHW; both give the official
-outputs within float rounding (``tests/test_parity.py``).
+outputs within float rounding (``tests/models/test_parity.py``).
 """
 import logging
 import re

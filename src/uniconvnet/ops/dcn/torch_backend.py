@@ -2,7 +2,7 @@
 
 Any device and dtype, no compiled code, plain ATen ops: what TorchScript, FX and ONNX export see. The reference
 every other backend is tested against; it is itself tested against the outputs of the official code
-(``tests/test_parity.py``).
+(``tests/models/test_parity.py``).
 """
 from typing import Tuple
 

@@ -182,6 +182,7 @@ def _cli(*args):
     return main([str(a) for a in args])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('kind,extra', [('segment', []), ('detect', ['--arch', 'fasterrcnn', '--min-size', '64'])])
 def test_train_then_eval_reproduces_val_metric(kind, extra, small_objects, tmp_path, capsys):
     # the shared trainer: checkpoints, metrics.jsonl, exported weights; eval of the export repeats the last epoch

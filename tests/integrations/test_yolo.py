@@ -7,7 +7,6 @@ import os
 import pickle
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -23,7 +22,8 @@ from uniconvnet.cli.main import main  # noqa: E402
 from uniconvnet.data.yolo import small_objects_yolo  # noqa: E402
 from uniconvnet.integrations import ultralytics as uyolo  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
+from conftest import REPO  # noqa: E402
+
 SHIPPED = ['yolo11n-rfa-neck.yaml', 'yolo11n-c3k2rfa.yaml', 'yolo11n-uniconvnet-a.yaml']
 OUR_BLOCKS = (uyolo.RFABlock, uyolo.C3k2RFA, uyolo.UniConvNetBackbone)
 
@@ -254,6 +254,7 @@ def trained(tmp_path_factory):
     return best, data
 
 
+@pytest.mark.slow
 def test_one_epoch_trains_and_saves(trained):
     best, _ = trained
     assert best.is_file() and best.name == 'best.pt'
@@ -267,6 +268,7 @@ def test_one_epoch_trains_and_saves(trained):
     assert yaml.safe_load((best.parent.parent / 'args.yaml').read_text())['nbs'] == 8
 
 
+@pytest.mark.slow
 def test_reload_and_predict_in_fresh_process(trained, tmp_path):
     best, data = trained
     image = data.parent / 'val' / 'images' / '00001.png'
@@ -295,6 +297,7 @@ print(json.dumps({{'boxes': result.boxes.xyxy.tolist(), 'conf': result.boxes.con
     assert 'register() was called: call register() once' in fresh['message']
 
 
+@pytest.mark.slow
 def test_cli_val_reports_coco_small_object_ap(trained, capsys):
     best, data = trained
     capsys.readouterr()
@@ -307,6 +310,7 @@ def test_cli_val_reports_coco_small_object_ap(trained, capsys):
     assert 0 <= metrics['APs'] <= 1 and metrics['APm'] == -1 and metrics['APl'] == -1  # every object is small
 
 
+@pytest.mark.slow
 def test_onnx_export_matches_pytorch(trained):
     ort = pytest.importorskip('onnxruntime')
     best, _ = trained

@@ -29,6 +29,7 @@ def model_and_input():
     return model, x
 
 
+@pytest.mark.slow
 def test_export_matches_eager_with_plain_ops(model_and_input):
     model, x = model_and_input
     with using_dcn_backend(model, 'torch'):
@@ -46,6 +47,7 @@ CUSTOM_OP_BACKENDS = [name for name, b in BACKENDS.items() if b.custom_op is not
                       and 'cpu' in b.devices]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('backend', CUSTOM_OP_BACKENDS)
 def test_export_keeps_the_cpu_core_as_one_op(model_and_input, backend):
     reason = BACKENDS[backend].why_not(torch.zeros(0))
@@ -61,6 +63,7 @@ def test_export_keeps_the_cpu_core_as_one_op(model_and_input, backend):
             torch.testing.assert_close(program.module()(x), model(x))
 
 
+@pytest.mark.slow
 def test_compile_matches_eager_in_one_graph(model_and_input):
     model, x = model_and_input
     torch._dynamo.reset()

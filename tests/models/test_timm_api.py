@@ -164,6 +164,7 @@ def test_bad_widths_raise_clear_errors():
         UniConvNet(depths=(1, 1, 1, 1), dims=(32, 64, 128, 250), dcn_group_channels=2)
 
 
+@pytest.mark.slow
 def test_torch_script_and_fx():
     model = timm.create_model('uniconvnet_a', num_classes=3).eval()
     x = torch.randn(1, 3, 64, 64)

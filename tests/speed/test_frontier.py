@@ -14,13 +14,14 @@ from uniconvnet.speed.peers import PEERS, PUBLISHED_SIZE, UNICONVNET, resolve_pe
 from uniconvnet.speed.plots import _sparse_log_label, plot_frontier
 from uniconvnet.speed.runtimes import RUNTIMES
 
-from test_bench import _signal_stack
+from conftest import signal_stack
 
 PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
 
 
 # ---- the published table -----------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_every_peer_resolves_in_timm_and_its_tag_names_existing_weights():
     for published in list(UNICONVNET.values()) + list(PEERS.values()):
         assert published.weights in timm.list_pretrained(published.model + '.*'), published
@@ -167,17 +168,18 @@ def _run(*argv):
 TINY = ['--size', '64', '--batch', '1', '2', '--train-batch', '0', '--runs', '1', '--warmup', '0', '--threads', '1']
 
 
+@pytest.mark.slow
 def test_frontier_command_in_every_runtime_resumes_and_goes_on_after_a_failure(tmp_path, capsys):
     pytest.importorskip('onnxruntime')
     pytest.importorskip('openvino')
     threads = torch.get_num_threads()
-    stack_before = _signal_stack() if sys.platform == 'linux' else None
+    stack_before = signal_stack() if sys.platform == 'linux' else None
     out = tmp_path / 'frontier.json'
     # resnet18 given a top-1 above A's: the only peer A can be matched with; mobileone is reparameterized
     assert _run('--variants', 'A', '--peers', 'resnet18=78', 'mobileone_s0', '--json', str(out), *TINY) == 0
     assert torch.get_num_threads() == threads  # --threads applied while measuring, PyTorch's setting restored
     if stack_before is not None:  # the OpenVINO sessions were released last opened first (see test_bench)
-        assert _signal_stack() == stack_before
+        assert signal_stack() == stack_before
     table = capsys.readouterr().out
     report = json.loads(out.read_text())
     models = report['models']

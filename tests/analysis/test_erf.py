@@ -202,6 +202,7 @@ def test_packaged_photographs_and_views():
     assert all(torch.equal(a.pixels, b.pixels) for a, b in zip(images, again))
 
 
+@pytest.mark.slow
 def test_erf_is_importable_without_matplotlib():
     code = ('import sys; sys.modules["matplotlib"] = None\n'
             'import torch, uniconvnet.analysis.erf as e\n'

@@ -3,6 +3,10 @@ import json
 import subprocess
 import sys
 
+import pytest
+
+pytestmark = pytest.mark.slow  # the command in a child process
+
 
 def run(*args):
     return subprocess.run([sys.executable, '-m', 'uniconvnet', *args], capture_output=True, text=True, timeout=300)

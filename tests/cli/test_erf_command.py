@@ -13,6 +13,7 @@ from uniconvnet.cli.main import main
 pytestmark = pytest.mark.usefixtures('one_thread')
 
 
+@pytest.mark.slow
 def test_erf_command_writes_figures_and_tables(tmp_path):
     out = tmp_path / 'erf'
     panel = 100

@@ -17,7 +17,7 @@ from uniconvnet.data import DIGITS_CLASSES, DigitsDataset, export_digits_folder
 
 # 8x8 inputs keep a step of UniConvNet-A at a few tens of milliseconds
 TINY = ['--image-size', '8', '--batch-size', '16', '--log-interval', '1']
-pytestmark = pytest.mark.usefixtures('one_thread')
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures('one_thread')]  # training runs in child processes (torchrun, Ctrl-C, SIGKILL)
 
 
 def uniconvnet(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:

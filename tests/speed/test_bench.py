@@ -1,5 +1,4 @@
 """The benchmark harness, run small: every measurement is taken and the ratios follow their definitions."""
-import ctypes
 import json
 import signal
 import sys
@@ -8,7 +7,7 @@ import time
 import pytest
 import torch
 
-from conftest import run_child
+from conftest import run_child, signal_stack
 from uniconvnet.speed.benchmark import ModelSpec, format_profile, profile_inference
 from uniconvnet.cli.main import main
 
@@ -21,22 +20,12 @@ def test_model_specs():
         ModelSpec.parse('uniconvnet_t:fast')
 
 
-class _SignalStack(ctypes.Structure):
-    _fields_ = [('ss_sp', ctypes.c_void_p), ('ss_flags', ctypes.c_int), ('ss_size', ctypes.c_size_t)]
-
-
-def _signal_stack() -> tuple:
-    """This thread's alternate signal stack (Linux): where signal handlers run."""
-    stack = _SignalStack()
-    assert ctypes.CDLL(None).sigaltstack(None, ctypes.byref(stack)) == 0
-    return stack.ss_sp, stack.ss_size
-
-
+@pytest.mark.slow
 def test_bench_command_small(tmp_path, capsys):
     pytest.importorskip('onnxruntime')
     pytest.importorskip('openvino')
     out = tmp_path / 'bench.json'
-    stack_before = _signal_stack() if sys.platform == 'linux' else None
+    stack_before = signal_stack() if sys.platform == 'linux' else None
     threads = torch.get_num_threads()
     assert main(['bench', '--models', 'uniconvnet_a:plain', '--reference', 'resnet18',
                  '--size', '64', '--batch', '1', '2', '--train-batch', '2', '--runs', '1', '--warmup', '0',
@@ -65,7 +54,7 @@ def test_bench_command_small(tmp_path, capsys):
     if stack_before is not None:
         # two OpenVINO models were compiled: released out of order, they leave a freed signal stack installed
         # and the next signal handled (a DataLoader worker's SIGCHLD) crashes the process (it did, in this suite)
-        assert _signal_stack() == stack_before
+        assert signal_stack() == stack_before
 
 
 def test_profile_names_where_time_goes():
@@ -76,6 +65,7 @@ def test_profile_names_where_time_goes():
     assert '| DCN sampling core |' in format_profile(profile)
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_bench_in_one_line(tmp_path):
     """Ctrl-C during a measurement: the command's one-line answer and the shell's code 130, no traceback."""
     def interrupt(proc):

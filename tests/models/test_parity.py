@@ -13,6 +13,8 @@ from uniconvnet.engine import convert_checkpoint
 from uniconvnet.models import checkpoint_filter_fn
 from uniconvnet.ops import BACKENDS
 
+from conftest import REPO
+
 TOL = 1e-4
 N_FAMILY_ARGS = dict(depths=(1, 1, 2, 1), dims=(48, 96, 192, 384), dcn_group_channels=16, num_classes=10)
 
@@ -103,8 +105,7 @@ def test_fixtures_are_the_recorded_files():
     file fails)."""
     import hashlib
     import re
-    from pathlib import Path
-    folder = Path(__file__).resolve().parent / 'fixtures' / 'official'
+    folder = REPO / 'tests' / 'fixtures' / 'official'
     readme = (folder / 'README.md').read_text()
     recorded = dict(re.findall(r'\| `(official_[^`]+)` \| `([0-9a-f]{64})` \|', readme))
     assert len(recorded) == 3

@@ -12,12 +12,15 @@ import sys
 import pytest
 import torch
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPT = os.path.join(REPO, 'benchmarks', 'dcnv3_gpu.py')
+from conftest import REPO
+
+pytestmark = pytest.mark.slow  # runs benchmarks/dcnv3_gpu.py in child processes
+
+SCRIPT = str(REPO / 'benchmarks' / 'dcnv3_gpu.py')
 
 
 def _run(*args, timeout=900):
-    env = dict(os.environ, PYTHONPATH=os.path.join(REPO, 'src'))
+    env = dict(os.environ, PYTHONPATH=str(REPO / 'src'))
     return subprocess.run([sys.executable, SCRIPT, *args], capture_output=True, text=True, env=env, timeout=timeout)
 
 

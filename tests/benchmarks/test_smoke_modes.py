@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_child
+from conftest import REPO, run_child
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / 'benchmarks'
+BENCHMARKS = REPO / 'benchmarks'
 RESULTS = BENCHMARKS / 'results'
 SCRIPTS = sorted(p for p in BENCHMARKS.iterdir() if p.is_file() and p.suffix in ('.py', '.sh'))
 TIMEOUT_S = 300  # the convention is under 30 s on 2 cores; the limit leaves room for a loaded CI machine

@@ -17,7 +17,9 @@ from ultralytics.utils.dist import ddp_cleanup, generate_ddp_file  # noqa: E402
 from uniconvnet.data.yolo import small_objects_yolo  # noqa: E402
 from uniconvnet.integrations import ultralytics as uyolo  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
+from conftest import REPO  # noqa: E402
+
+pytestmark = pytest.mark.slow  # training runs, DDP workers in child processes
 
 
 def _fresh_python(code: str, timeout: int = 300) -> dict:

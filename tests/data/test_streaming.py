@@ -16,10 +16,12 @@ from PIL import Image
 from uniconvnet.cli.main import main as cli_main
 from uniconvnet.data.streaming import samples_per_worker, write_webdataset_shards
 
+from conftest import REPO
+
 pytest.importorskip('webdataset', reason="pip install 'uniconvnet[stream]'")
 datasets = pytest.importorskip('datasets', reason="pip install 'uniconvnet[stream]'")
 
-RECORD = Path(__file__).parent / 'scripts' / 'record_stream_samples.py'
+RECORD = REPO / 'tests' / 'scripts' / 'record_stream_samples.py'
 NUM_CLASSES = 3
 TRAIN_IDS = list(range(48))  # 8 shards of 6: 2 per DataLoader worker for 2 processes x 2 workers, batch 3
 VAL_IDS = list(range(1000, 1014))  # 14: shards of 5, 5 and 4, unevenly spread over the processes
@@ -102,6 +104,7 @@ def _check_once_per_epoch(records: list, data: str, epochs: int = 2) -> None:
     assert sorted(val) == VAL_IDS and set(val.values()) == {1}, (data, val)
 
 
+@pytest.mark.slow
 def test_two_processes_see_every_sample_once_per_epoch(sources, tmp_path):
     data = [f'wds/{sources / "shards"}', str(sources / 'saved'), f'hfds/{sources / "parquet"}',
             f'hfids/{sources / "parquet"}', f'wds/{sources / "uneven"}']
@@ -124,6 +127,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_nodes_on_localhost_see_every_sample_once_per_epoch(sources, tmp_path):
     # two torchrun launches, one per simulated node, meeting at a c10d rendezvous on 127.0.0.1
     data = [f'wds/{sources / "shards"}', str(sources / 'saved')]
@@ -182,6 +186,7 @@ def test_samples_per_worker_never_repeats_a_sample():
         samples_per_worker([5, 5], loader_workers=2, batch_size=8)
 
 
+@pytest.mark.slow
 def test_train_on_shards(sources, tmp_path):
     out = tmp_path / 'run'
     res = subprocess.run([sys.executable, '-m', 'uniconvnet', 'train', '--data', f'wds/{sources / "shards"}',
