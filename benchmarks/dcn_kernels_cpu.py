@@ -6,7 +6,8 @@ at 224x224 input (stages 56, 28, 14, 7 pixels), offsets of about two pixels: for
 load from other processes hits every core alike. Then a whole UniConvNet-A forward at batch 1, numba vs
 gather, interleaved. Writes a markdown table to benchmarks/results/dcn_kernels_cpu.md.
 
-Run: ``python benchmarks/dcn_kernels_cpu.py [--threads 2] [--threading-layer omp]``
+Run: ``python benchmarks/dcn_kernels_cpu.py [--threads 2] [--threading-layer omp]``; ``--smoke``: one tiny stage
+and a 32x32 model, once each, writing nothing.
 """
 import argparse
 import statistics
@@ -58,11 +59,11 @@ def core_call(core, batch, size, channels, group, backward):
     return run
 
 
-def kernel_table(runs: int):
+def kernel_table(runs: int, variants=VARIANTS, sizes=SIZES):
     lines = ['| variant | stage (H, C, groups) | mode | batch | numba ms | gather ms | grid_sample ms | '
              'gather / numba | grid_sample / numba |', '|---|---|---|---:|---:|---:|---:|---:|---:|']
-    for variant, (dims, width, train_batch) in VARIANTS.items():
-        for size, channels in zip(SIZES, dims):
+    for variant, (dims, width, train_batch) in variants.items():
+        for size, channels in zip(sizes, dims):
             group = channels // width
             for mode, batch in (('forward', 1), ('forward', 8), ('fwd+bwd', train_batch)):
                 backward = mode == 'fwd+bwd'
@@ -77,9 +78,9 @@ def kernel_table(runs: int):
     return lines
 
 
-def whole_model(runs: int):
+def whole_model(runs: int, size: int = 224):
     model = timm.create_model('uniconvnet_a').eval()
-    x = torch.randn(1, 3, 224, 224)
+    x = torch.randn(1, 3, size, size)
 
     def forward_with(backend):
         def run():
@@ -97,6 +98,7 @@ def main() -> None:
     parser.add_argument('--threading-layer', default=None, help="numba's threading layer (default: numba's choice)")
     parser.add_argument('--model-only', action='store_true', help='only the whole-model comparison')
     parser.add_argument('--out', default=str(Path(__file__).parent / 'results' / 'dcn_kernels_cpu.md'))
+    parser.add_argument('--smoke', action='store_true', help='one tiny stage and a 32x32 model; writes nothing')
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.threading_layer:
@@ -106,6 +108,10 @@ def main() -> None:
               f'interleaved runs; numba {numba.__version__}, threading layer {numba.threading_layer()}, '
               f'torch {torch.__version__}')
     print(header)
+    if args.smoke:
+        kernel_table(1, {'A': ((24,), 8, 2)}, (8,))
+        print(whole_model(1, size=32))
+        return
     lines = [] if args.model_only else kernel_table(args.runs)
     model = whole_model(args.runs)
     summary = (f'Whole UniConvNet-A forward, batch 1: numba {model["numba"]:.1f} ms, gather {model["gather"]:.1f} ms '

@@ -89,9 +89,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument('--tile-elements', default='', help='comma-separated pixels x channels per program '
                                                             f'(default: {DEFAULT_CONFIG.tile_elements})')
     parser.add_argument('--num-warps', type=int, default=DEFAULT_CONFIG.num_warps)
+    parser.add_argument('--smoke', action='store_true', help='the float32 forward kernel at the default tile only')
     parser.add_argument('--baseline', action='store_true',
                         help='also compile without vector channels and with acquire-release atomics')
     args = parser.parse_args(argv)
+    if args.smoke:
+        args.dtypes, args.group_channels, args.baseline = 'float32', '16', False
     target = GPUTarget('cuda', args.arch, 32)
     tiles = [int(t) for t in args.tile_elements.split(',') if t.strip()] or [DEFAULT_CONFIG.tile_elements]
     configs = [TritonConfig(tile, args.num_warps) for tile in tiles]
@@ -109,7 +112,9 @@ def main(argv: Optional[List[str]] = None) -> int:
             # num_queries of a 224x224 stage at batch 64 is a multiple of 16; so is a group width of 16 or 32
             divisible = ['num_queries'] + (['group_channels'] if group_channels % 16 == 0 else [])
             for dtype in args.dtypes.split(','):
-                for fn in (kernels.dcnv3_forward_kernel, kernels.dcnv3_backward_kernel):
+                kernel_fns = (kernels.dcnv3_forward_kernel,) if args.smoke else (kernels.dcnv3_forward_kernel,
+                                                                                 kernels.dcnv3_backward_kernel)
+                for fn in kernel_fns:
                     fn_constexprs = dict(constexprs)
                     if 'ATOMIC_SEM' in fn.arg_names:
                         fn_constexprs['ATOMIC_SEM'] = 'relaxed' if config.relaxed_atomics else 'acq_rel'

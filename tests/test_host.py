@@ -7,10 +7,11 @@ import textwrap
 
 import pytest
 import torch
+from conftest import REPO
 
 from uniconvnet.host import host_settings, kept_host_settings, torch_threads
 
-REPO_SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'src')
+REPO_SRC = str(REPO / 'src')
 
 
 def test_kept_host_settings_undoes_threads_and_environment(monkeypatch):

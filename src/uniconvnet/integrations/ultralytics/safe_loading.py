@@ -11,13 +11,14 @@ names what a checkpoint needs; add those classes with ``torch.serialization.add_
 import enum
 import inspect
 import sys
-from typing import List, Tuple, Union
+from typing import Any, List
 
 import timm.layers
 import timm.models._features
 import torch
 import torch.nn as nn
 
+from ...layers import rfa
 from . import blocks
 
 __all__ = ['safe_globals', 'allow_safe_loading']
@@ -26,6 +27,8 @@ __all__ = ['safe_globals', 'allow_safe_loading']
 _TIMM_CLASSES = (timm.models._features.FeatureListNet, timm.models._features.FeatureInfo, timm.layers.Format,
                  timm.layers.LayerScale, timm.layers.LayerScale2d, timm.layers.Mlp, timm.layers.DropPath)
 _PACKAGE = __name__.split('.')[0]
+# functions a pickled model references: the RFA's state-dict load hook (it rebuilds the merged discriminator weights)
+_OWN_FUNCTIONS = (rfa._refreeze_after_load,)
 
 
 def _own_classes() -> List[type]:
@@ -40,10 +43,11 @@ def _own_classes() -> List[type]:
     return found
 
 
-def safe_globals() -> List[Union[type, Tuple[type, str]]]:
-    """The allow-list entries: our layer classes, the timm classes a UniConvNet backbone holds, and the YAML
-    blocks under the names checkpoints of uniconvnet 0.1 pickled them by (``...integrations.ultralytics.X``)."""
-    entries: List[Union[type, Tuple[type, str]]] = list(dict.fromkeys(_own_classes() + list(_TIMM_CLASSES)))
+def safe_globals() -> List[Any]:
+    """The allow-list entries: our layer classes and the hook functions our layers register, the timm classes a
+    UniConvNet backbone holds, and the YAML blocks under the names checkpoints of uniconvnet 0.1 pickled them by
+    (``...integrations.ultralytics.X``)."""
+    entries: List[Any] = list(dict.fromkeys(_own_classes() + list(_OWN_FUNCTIONS) + list(_TIMM_CLASSES)))
     package = __name__.rpartition('.')[0]
     entries += [(cls, f'{package}.{name}') for name, cls in vars(blocks).items()
                 if inspect.isclass(cls) and cls.__module__ == blocks.__name__ and issubclass(cls, nn.Module)]
