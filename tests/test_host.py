@@ -76,6 +76,12 @@ def test_yolo_predict_leaves_threads_and_environment(threads, tmp_path):
     assert result.stdout.split()[-2:] == ['ok', str(threads)], result.stdout
 
 
+def test_the_old_thread_helper_name_warns_and_is_the_new_one():
+    from uniconvnet.engine import run
+    with pytest.warns(FutureWarning, match='uniconvnet.host.torch_threads'):
+        assert run.cpu_threads is torch_threads
+
+
 def test_host_settings_reads_numba_once_imported():
     numba = pytest.importorskip('numba')
     assert host_settings()['numba threads'] == numba.get_num_threads()

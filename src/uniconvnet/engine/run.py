@@ -13,6 +13,7 @@ import torch
 import torch.nn as nn
 from torch.utils.data import Dataset
 
+from .._deprecation import warn_deprecated
 from ..data.loader import build_loader
 from ..host import check_threads, torch_threads
 from ..io import load_checkpoint_file
@@ -105,3 +106,10 @@ def _train(cfg: TrainConfig, output: Path, setup: Callable[[DistributedContext, 
         log(line)
     log(f'output: {output}')
     return trainer.fit()
+
+
+def __getattr__(name: str):
+    if name == 'cpu_threads':  # the thread helper before uniconvnet.host held the one copy
+        warn_deprecated('uniconvnet.engine.run.cpu_threads', 'uniconvnet.host.torch_threads')
+        return torch_threads
+    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
