@@ -1,4 +1,6 @@
 """The deployment form of UniConvNet (uniconvnet.deploy): the same function as the eager model, both samplings."""
+import math
+
 import pytest
 import timm
 import torch
@@ -38,6 +40,17 @@ def test_deploy_form_equals_the_model(model, sampling):
             torch.testing.assert_close(form(x), model(x), rtol=0, atol=2e-5)
     # built from a fused copy: the model keeps its layer scales and norm affines
     assert model.stages[0].blocks[0].ls_rfa.gamma is not None
+
+
+@pytest.mark.parametrize('up_to_stride', [0, math.inf])
+def test_every_norm_form_equals_the_model(model, up_to_stride):
+    """Norms all as LayerNormalization between transposes (0), or all as reductions (inf: OpenVINO's form)."""
+    form = deploy_form(model, 'gridsample', reduction_norms_up_to_stride=up_to_stride)
+    norms = [m for m in form.modules() if type(m).__name__ == 'ChannelNorm']
+    assert norms and all(n.reductions == (up_to_stride == math.inf) for n in norms)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(form(x), model(x), rtol=0, atol=2e-5)
 
 
 def test_deploy_form_folds_offset_scale():

@@ -20,6 +20,7 @@ they are, with the sampling as ``GridSample``. OpenVINO IR is kept in float32 we
 ExportedPrograms hold the eager model, shape-generic.
 """
 import functools
+import math
 import os
 import tempfile
 import warnings
@@ -31,6 +32,7 @@ import torch
 import torch.nn as nn
 
 from .checkpoints import model_from_checkpoint
+from . import deploy
 from .deploy import deploy_form
 from .io import atomic_write
 from .layers import using_dcn_backend
@@ -55,6 +57,9 @@ SAMPLING_KEY = 'uniconvnet.dcn_sampling'
 # in both precisions (benchmarks/runtimes_cpu.py --sampling; docs/performance.md)
 OPENVINO_AUTO_REASON = ('OpenVINO runs GridSample faster than its DeformableConvolution, whose depthwise (grouped) '
                         'form has only a reference kernel')
+# the deployment form's channel norms as reductions up to this stride, as LayerNormalization after (see
+# uniconvnet.deploy.REDUCTION_NORMS_UP_TO_STRIDE): what measured fastest in each runtime
+REDUCTION_NORMS_UP_TO_STRIDE = {'onnx': deploy.REDUCTION_NORMS_UP_TO_STRIDE, 'openvino': math.inf}
 # ExportedPrograms keep the size dynamic from 33 pixels: at 32 the last stage is 1x1, a size torch.export
 # specialises on
 MIN_PROGRAM_SIZE = 33
@@ -407,7 +412,7 @@ def export_model(
             return atomic_write(out, lambda tmp: _write_program(model, example, tmp, format))
         if isinstance(model, UniConvNet):
             chosen, reason = choose_sampling(format, sampling, opset)
-            graph = deploy_form(model, chosen, dynamic_size)
+            graph = deploy_form(model, chosen, dynamic_size, REDUCTION_NORMS_UP_TO_STRIDE[format])
         elif sampling == 'deformconv':
             raise ValueError(f'--sampling deformconv builds the deployment form of a UniConvNet; '
                              f'{type(model).__name__} is exported as it is, with GridSample')
