@@ -22,13 +22,12 @@ Run: ``python benchmarks/runtimes_cpu.py`` (about 15 minutes on 2 cores; writes 
 import argparse
 import collections
 import json
-import statistics
 import sys
 import tempfile
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Dict, List
+from typing import Any, Dict, List
 
 import numpy as np
 import timm
@@ -36,6 +35,8 @@ import torch
 
 import uniconvnet  # noqa: F401  (registers the models)
 from uniconvnet.export import export_model, exported_sampling
+from uniconvnet.speed.benchmark import interleaved_medians
+from uniconvnet.speed.runtimes import Exporter
 from uniconvnet.io import atomic_write_text
 
 RESULTS = Path(__file__).resolve().parent / 'results'
@@ -61,16 +62,8 @@ def export(name: str, model: torch.nn.Module, folder: Path, size: int, sampling:
     if name.startswith('uniconvnet'):
         return {'onnx': export_model(model, folder / f'{name}.onnx', 'onnx', (size, size), sampling=sampling),
                 'openvino': export_model(model, folder / f'{name}.xml', 'openvino', (size, size), sampling=sampling)}
-    import openvino as ov
-    path = folder / f'{name}.onnx'
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter('ignore')
-        torch.onnx.export(model, (torch.randn(1, 3, size, size),), str(path), dynamo=False, opset_version=17,
-                          input_names=['images'], output_names=['logits'],
-                          dynamic_axes={'images': {0: 'batch'}, 'logits': {0: 'batch'}})
-    xml = folder / f'{name}.xml'
-    ov.save_model(ov.convert_model(str(path)), str(xml), compress_to_fp16=False)
-    return {'onnx': path, 'openvino': xml}
+    exporter = Exporter(folder, size)  # the frontier's export of a peer: opset 17, IR converted from that ONNX
+    return {format: exporter(name, model, False, format) for format in ('onnx', 'openvino')}
 
 
 def ort_session(path: Path, threads: int, profile_prefix: str = '') -> Any:
@@ -93,18 +86,6 @@ def ov_request(path: Path, threads: int, f32: bool, profile: bool = False) -> An
     if profile:
         config['PERF_COUNT'] = True
     return ov.Core().compile_model(str(path), 'CPU', config).create_infer_request()
-
-
-def interleaved(runners: Dict[Any, Callable[[], Any]], runs: int, warmup: int) -> Dict[Any, float]:
-    """Median ms of each runner, all run in turn, ``runs`` rounds after ``warmup``."""
-    times: Dict[Any, List[float]] = {key: [] for key in runners}
-    for round_ in range(warmup + runs):
-        for key, run in runners.items():
-            start = time.perf_counter()
-            run()
-            if round_ >= warmup:
-                times[key].append((time.perf_counter() - start) * 1e3)
-    return {key: statistics.median(t) for key, t in times.items()}
 
 
 def measure(names: List[str], batches: List[int], size: int, runs: int, warmup: int, threads: int,
@@ -132,7 +113,7 @@ def measure(names: List[str], batches: List[int], size: int, runs: int, warmup: 
             for key in ('openvino', 'openvino_f32'):
                 runners[(name, key)] = lambda r=sessions[name][key]: r.infer({0: array})
         with torch.inference_mode():
-            medians = interleaved(runners, runs, warmup)
+            medians = interleaved_medians(runners, runs, warmup)
             for name in names:
                 if name.startswith('uniconvnet') and batch == batches[0]:  # OpenVINO's default precision vs f32
                     reference = models[name](images).numpy()
@@ -155,7 +136,7 @@ def fastest_peer(results: Dict[str, Any], name: str, runtime: str, batch: str):
 
 
 def report(results: Dict[str, Any], batches: List[int], settings: str) -> str:
-    lines = [f'# Runtimes on the CPU (`benchmarks/runtimes_cpu.py`)', '', settings, '']
+    lines = ['# Runtimes on the CPU (`benchmarks/runtimes_cpu.py`)', '', settings, '']
     header = ['model (top-1)'] + [f'{LABELS[r]} b{b}' for b in batches for r in RUNTIMES]
     lines += ['| ' + ' | '.join(header) + ' |', '|---|' + '---:|' * (len(header) - 1)]
     for name, m in results['models'].items():
