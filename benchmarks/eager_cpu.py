@@ -2,6 +2,7 @@
 """Eager PyTorch on the CPU: UniConvNet against its fastest equally accurate peers, float32 and bfloat16 autocast.
 
     PYTHONPATH=src python benchmarks/eager_cpu.py [--threads 2] [--batch 1 8] [--runs 10] [--profile]
+    PYTHONPATH=src python benchmarks/eager_cpu.py --branches [--batch 1 8] [--runs 15]
     PYTHONPATH=src python benchmarks/eager_cpu.py --smoke
 
 Issue 20's eager column: UniConvNet-A, N0 and T, ``fuse()``d (the inference form), against the peers the issue
@@ -13,9 +14,13 @@ from other processes slows all of them alike; ratios are medians over rounds of 
 ``dcnv3_gpu.randomize_dcn_sampling``, so that every branch counts in the bfloat16 output difference, which is
 reported as the largest absolute difference of the logits from float32 over the largest logit.
 
+``--branches`` measures instead each branch of each stage's first block (RFA, DCN, MLP) in bfloat16 autocast against
+float32, with the layers' autocast rules off: the evidence for their ``autocast_float32_below`` thresholds; writes
+``results/eager_cpu_branches.md``.
+
 ``--profile`` adds, per model and precision, the top-level ATen calls of one forward at batch 1 and the ops with
 the most time (PyTorch profiler). Writes ``benchmarks/results/eager_cpu.{md,json}`` (``--out``); ``--smoke`` runs
-A and ConvNeXt-femto at 64x64 once and writes nothing.
+A and ConvNeXt-femto at 64x64 once (both tables) and writes nothing.
 """
 import argparse
 import json
@@ -30,6 +35,7 @@ import torch
 from timm.utils import reparameterize_model
 
 import uniconvnet  # noqa: F401  (registers the models)
+from uniconvnet.layers import DCNv3, ReceptiveFieldAggregator
 from dcnv3_gpu import randomize_dcn_sampling
 
 # variant -> (peers the issue compares it with, the target ratio variant / fastest of them)
@@ -105,6 +111,40 @@ def output_difference(model: torch.nn.Module, size: int) -> float:
     return ((low - reference).abs().max() / reference.abs().max()).item()
 
 
+BRANCHES = ('RFA', 'DCN', 'MLP')
+
+
+def branch_ratios(name: str, batches: Sequence[int], size: int, runs: int, warmup: int) -> List[str]:
+    """Table rows: bf16 autocast / float32 time of each branch of each stage's first block, paired within rounds,
+    with the layers' ``autocast_float32_below`` rules off, so that the ratio is what bfloat16 itself costs or saves
+    at that work (pixels x dim^2 multiply-adds): the evidence for the rules' thresholds."""
+    model = build(name)
+    rows = []
+    for batch in batches:
+        for index, stage in enumerate(model.stages):
+            block = stage.blocks[0]
+            side, dim = size // 2 ** (index + 2), block.rfa.dim
+            x = torch.randn(batch, side, side, dim)
+            saved = block.rfa.autocast_float32_below, block.dcn.autocast_float32_below
+            block.rfa.autocast_float32_below = block.dcn.autocast_float32_below = 0
+            runners = {}
+            for branch in range(len(BRANCHES)):
+                for precision in PRECISIONS:
+                    runners[(BRANCHES[branch], precision)] = (
+                        lambda b=branch, p=precision: _run_branch(block, b, x, p))
+            times = interleaved_times(runners, runs, warmup)
+            block.rfa.autocast_float32_below, block.dcn.autocast_float32_below = saved
+            cells = [f'{paired_ratio(times, (b, "bf16"), (b, "fp32")):.2f}' for b in BRANCHES]
+            rows.append(f'| `{name}` | {batch} | {index} | {batch * side * side * dim * dim / 1e6:.1f} M | '
+                        + ' | '.join(cells) + ' |')
+    return rows
+
+
+def _run_branch(block: torch.nn.Module, branch: int, x: torch.Tensor, precision: str) -> torch.Tensor:
+    with torch.inference_mode(), torch.autocast('cpu', dtype=torch.bfloat16, enabled=precision == 'bf16'):
+        return block.branch(branch, x)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--variants', nargs='+', default=list(TARGETS), choices=list(TARGETS))
@@ -114,12 +154,18 @@ def main() -> None:
     parser.add_argument('--warmup', type=int, default=2)
     parser.add_argument('--size', type=int, default=224)
     parser.add_argument('--profile', action='store_true', help='top-level ATen calls and top ops per model')
+    parser.add_argument('--branches', action='store_true',
+                        help="instead: bf16 / fp32 time of each block branch per stage, the layers' rules off")
     parser.add_argument('--out', default=str(RESULTS / 'eager_cpu'), help='PATH: writes PATH.md and PATH.json')
     parser.add_argument('--smoke', action='store_true', help='A and ConvNeXt-femto at 64x64, once; writes nothing')
     args = parser.parse_args()
     if args.smoke:
         args.variants, args.batch, args.runs, args.warmup, args.size = ['uniconvnet_a'], [1], 1, 0, 64
     torch.set_num_threads(args.threads)
+    if args.branches or args.smoke:  # the smoke mode runs both tables
+        write_branch_table(args)
+    if args.branches:
+        return
     names = list(args.variants) + [p for v in args.variants for p in TARGETS[v][0]]
     models = {name: build(name) for name in dict.fromkeys(names)}
 
@@ -182,6 +228,25 @@ def main() -> None:
                                                      for (n, p), ms in row.items()},
                       ratios=ratios, bf16_difference=differences, profiles=profiles)
         out.with_suffix('.json').write_text(json.dumps(report, indent=2))
+
+
+def write_branch_table(args: argparse.Namespace) -> None:
+    """``--branches``: prints the table and writes it to PATH_branches.md (not with ``--smoke``)."""
+    lines = ['# Block branches in bfloat16 autocast on the CPU (`benchmarks/eager_cpu.py --branches`)', '',
+             f'{args.size}x{args.size} inputs, {args.threads} threads, torch {torch.__version__}; each branch of each '
+             f"stage's first block (its norm and layer scale included, the layers' `autocast_float32_below` rules "
+             f'off), float32 and bf16 autocast in one interleaved loop of {args.runs} rounds; bf16 time / float32 '
+             f'time, medians over rounds of the ratio within a round. Work: pixels x dim^2 multiply-adds, the '
+             f"measure the rules compare with their threshold (RFA: "
+             f'{ReceptiveFieldAggregator.autocast_float32_below / 1e6:g} M, DCN: {DCNv3.autocast_float32_below / 1e6:g} M).',
+             '', '| variant | batch | stage | work | ' + ' | '.join(BRANCHES) + ' |', '|---|---:|---:|---:|---:|---:|---:|']
+    for name in args.variants:
+        lines += branch_ratios(name, args.batch, args.size, args.runs, args.warmup)
+        print(lines[-1], flush=True)
+    text = '\n'.join(lines) + '\n'
+    print(text)
+    if not args.smoke:
+        Path(f'{args.out}_branches.md').write_text(text)
 
 
 if __name__ == '__main__':

@@ -213,6 +213,7 @@ def test_dcnv3_low_precision(dtype):
     layer = DCNv3(16, group=2)
     with torch.no_grad():
         layer.offset.weight.normal_()
+    layer.autocast_float32_below = 0  # follow autocast at this small size (see the test below)
     x = torch.randn(2, 7, 9, 16)
     ref = layer(x)
     with torch.autocast('cpu', dtype=torch.bfloat16):
@@ -351,18 +352,32 @@ def test_reparameterized_rfa_keeps_merged_weights_that_follow_its_parameters():
         torch.testing.assert_close(rfa(x), scaled, rtol=1e-5, atol=1e-6)
 
 
-def test_rfa_computes_in_float32_under_cpu_autocast_below_its_threshold():
-    rfa = _randomized_rfa(24, 0)
-    x = torch.randn(1, 24, 14, 14)  # 196 pixels x 24^2 = 113 k multiply-adds: below the default threshold
-    assert x.numel() * rfa.dim < rfa.autocast_float32_below
+def _small_layer(kind):
+    """A layer and an input whose work (pixels x width^2 multiply-adds) is below the layer's default threshold."""
+    if kind == 'rfa':
+        rfa = _randomized_rfa(24, 0)
+        return rfa, torch.randn(1, 24, 14, 14), 196 * 24 ** 2
+    torch.manual_seed(0)
+    dcn = DCNv3(16, group=2)
     with torch.no_grad():
-        ref = rfa(x)
-        low_ref = rfa(x.bfloat16().float())
+        dcn.offset.weight.normal_()
+        dcn.mask.weight.normal_()
+    return dcn, torch.randn(2, 7, 9, 16), 126 * 16 ** 2
+
+
+@pytest.mark.parametrize('kind', ['rfa', 'dcnv3'])
+def test_small_layers_compute_in_float32_under_cpu_autocast(kind):
+    layer, x, work = _small_layer(kind)
+    assert work < layer.autocast_float32_below and layer.leaves_autocast(x) is False  # autocast off: nothing to leave
+    with torch.no_grad():
+        ref = layer(x)
+        low_ref = layer(x.bfloat16().float())
         with torch.autocast('cpu', dtype=torch.bfloat16):
-            same = rfa(x)
-            low = rfa(x.bfloat16())
-            rfa.autocast_float32_below = 0  # follow autocast at any size
-            followed = rfa(x)
+            assert layer.leaves_autocast(x)
+            same = layer(x)
+            low = layer(x.bfloat16())
+            layer.autocast_float32_below = work  # the work is no longer below it: follow autocast
+            followed = layer(x)
     assert same.dtype == torch.float32 and torch.equal(same, ref)  # float32 in, float32 arithmetic out
     assert low.dtype == torch.bfloat16 and torch.equal(low, low_ref.bfloat16())  # returned in the input's dtype
     assert followed.dtype == torch.bfloat16 and not torch.equal(followed.float(), ref)

@@ -105,3 +105,23 @@ def test_recompute_rejects_unknown_branches():
         timm.create_model('uniconvnet_a', recompute=('attn',))
     with pytest.raises(ValueError, match='choose from rfa, dcn, mlp'):
         timm.create_model('uniconvnet_a').set_recompute(['mlp', 'stem'])
+
+
+def test_small_model_computes_its_features_in_float32_under_cpu_autocast():
+    torch.manual_seed(0)
+    model = timm.create_model('uniconvnet_a', num_classes=10).eval()
+    x = torch.randn(1, 3, 64, 64)  # 16 x 16 pixels x 24^2 = 147 k multiply-adds per layer: below the threshold
+    assert model.leaves_autocast(torch.randn(1, 3, 64, 64)) is False  # autocast off: nothing to leave
+    with torch.no_grad():
+        ref_features, ref_logits = model.forward_features(x), model(x)
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            assert model.leaves_autocast(x)
+            features, logits = model.forward_features(x), model(x)
+            model.autocast_float32_below = 16 * 16 * 24 ** 2  # the work is no longer below it
+            assert not model.leaves_autocast(x)
+            followed = model.forward_features(x)
+    assert features.dtype == torch.float32 and torch.equal(features, ref_features)  # float32 arithmetic
+    assert logits.dtype == torch.bfloat16  # the head still follows autocast
+    torch.testing.assert_close(logits.float(), ref_logits, rtol=0.02, atol=0.02)
+    assert not torch.equal(followed, ref_features)  # above the threshold: bfloat16 products inside
+    assert F.cosine_similarity(followed.flatten(), ref_features.flatten(), dim=0) > 0.999

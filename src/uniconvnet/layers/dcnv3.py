@@ -15,7 +15,7 @@ from .._deprecation import warn_deprecated
 from ..ops import dcnv3
 from ..ops.dcn import check_backend_name
 from .checks import check_layout
-from .functional import scale_rows
+from .functional import leaves_cpu_autocast, scale_rows
 
 __all__ = ['DCNv3', 'dcn_backend', 'set_dcn_backend', 'using_dcn_backend']
 
@@ -37,6 +37,12 @@ class DCNv3(nn.Module):
     """
 
     backend: Optional[str]
+
+    # Under CPU autocast a DCNv3 whose projections do fewer multiply-adds than this (pixels x channels^2, the same
+    # for every stage of a variant) computes in float32. On a 2-core AVX512-BF16 CPU at batch 1 the DCN branches of
+    # A (1.8 M) ran 1.03-1.15x the float32 time in bfloat16, those of N0 (7.2 M) and T (12.8 M) 0.72-0.98x
+    # (`benchmarks/eager_cpu.py --branches`). An attribute: 0 follows autocast always.
+    autocast_float32_below: int = 4_000_000
 
     def __init__(
             self,
@@ -89,8 +95,25 @@ class DCNv3(nn.Module):
     def forward(self, x: torch.Tensor, output_scale: Optional[torch.Tensor] = None) -> torch.Tensor:
         """``x``: ``(N, H, W, C)``. ``output_scale``: a per-channel scale of the output (a layer scale after this
         layer), applied to the output projection's weights, so that the output need not be kept for its gradient.
+
+        Under CPU autocast, a layer with less projection work than :attr:`autocast_float32_below` computes in its
+        weights' dtype with autocast off and returns the input's dtype.
         """
         x = check_layout('DCNv3', x, self.channels, channels_last=True)
+        if not torch.jit.is_scripting():  # TorchScript: no autocast
+            if self.leaves_autocast(x):
+                with torch.autocast('cpu', enabled=False):
+                    return self.deform(x.to(self.input_proj.weight.dtype), output_scale).to(x.dtype)
+        return self.deform(x, output_scale)
+
+    def leaves_autocast(self, x: torch.Tensor) -> bool:
+        """Whether a forward of ``x`` runs with CPU autocast off: it is on, and the work (pixels x ``channels``^2
+        multiply-adds) is below :attr:`autocast_float32_below`."""
+        return leaves_cpu_autocast(x, x.numel() * self.channels, self.autocast_float32_below)
+
+    def deform(self, x: torch.Tensor, output_scale: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The layer on ``x`` in the current precision settings; :meth:`forward` without its checks and its
+        autocast rule."""
         value = self.input_proj(x)
         query = self.dw_conv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
         out = dcnv3(

@@ -19,13 +19,22 @@ import torch
 import torch.nn.functional as F
 from timm.layers import register_notrace_function
 
-__all__ = ['block_diagonal', 'depthwise_channels_last', 'gelu_linear', 'is_fx_symbolic_tracing', 'pointwise_channels_last',
-           'product_linear', 'scale_rows']
+__all__ = ['block_diagonal', 'depthwise_channels_last', 'gelu_linear', 'is_fx_symbolic_tracing', 'leaves_cpu_autocast',
+           'pointwise_channels_last', 'product_linear', 'scale_rows']
 
 # torch >= 2.5 separates symbolic tracing from torch.export (is_fx_tracing is true for both, with a warning);
 # looked up once here, not on every call
 is_fx_symbolic_tracing = getattr(torch.fx._symbolic_trace, 'is_fx_symbolic_tracing',
                                  torch.fx._symbolic_trace.is_fx_tracing)
+
+
+def leaves_cpu_autocast(x: torch.Tensor, work: int, float32_below: int) -> bool:
+    """Whether a layer's forward of ``x`` turns CPU autocast off: autocast is on for the CPU, ``x`` is on the CPU,
+    and the layer's matrix-product ``work`` (multiply-adds) is below ``float32_below``. Below that, bfloat16's costs
+    per call (casts, oneDNN's set-up) outweigh its faster arithmetic. Symbolic tracing records the plain path."""
+    # the size test last: under symbolic tracing ``work`` is a proxy, which cannot decide a branch
+    return (not is_fx_symbolic_tracing() and torch.is_autocast_enabled('cpu') and x.device.type == 'cpu'
+            and work < float32_below)
 
 
 def _needs_autograd(*tensors: torch.Tensor) -> bool:

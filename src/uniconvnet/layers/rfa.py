@@ -25,7 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .checks import check_layout
-from .functional import (block_diagonal, depthwise_channels_last, is_fx_symbolic_tracing, pointwise_channels_last,
+from .functional import (block_diagonal, depthwise_channels_last, leaves_cpu_autocast, pointwise_channels_last,
                          product_linear, scale_rows)
 from .fusion import fold_input_affine_, fold_output_scale_, without_affine
 
@@ -126,10 +126,11 @@ class ReceptiveFieldAggregator(nn.Module):
 
     # Under CPU autocast an RFA whose matrix products do fewer multiply-adds than this (pixels x dim^2, the same
     # for every stage of a variant) computes in float32: there bfloat16's costs per call (casting inputs and
-    # weights, oneDNN's bfloat16 GEMM set-up) outweigh its faster arithmetic. On a 2-core AVX512-BF16 CPU, RFAs
-    # of A, N0 and T at batch 1 (1.8-12.8 M) ran 1.01-1.5x faster in float32, at batch 8 (14.5-103 M) 1.1-1.8x
-    # faster in bfloat16 (benchmarks/eager_cpu.py). An attribute: 0 follows autocast always.
-    autocast_float32_below: int = 10_000_000
+    # weights, oneDNN's bfloat16 GEMM set-up) outweigh its faster arithmetic. On a 2-core AVX512-BF16 CPU, the RFAs
+    # of A, N0 and T at batch 1 (1.8, 7.2, 12.8 M) and of A at batch 8 (14.5 M) ran 1.0-1.46x the float32 time in
+    # bfloat16, those of N0 and T at batch 8 (58, 103 M) 0.57-0.88x (`benchmarks/eager_cpu.py --branches`). An
+    # attribute: 0 follows autocast always.
+    autocast_float32_below: int = 16_000_000
 
     # non-persistent buffers, None until reparameterize() (see discriminate())
     frozen_pw_weight: Optional[torch.Tensor]
@@ -192,8 +193,7 @@ class ReceptiveFieldAggregator(nn.Module):
     def leaves_autocast(self, x: torch.Tensor) -> bool:
         """Whether a forward of ``x`` runs with CPU autocast off: it is on, and the work (pixels x ``dim``^2
         multiply-adds) is below :attr:`autocast_float32_below`."""
-        return (torch.is_autocast_enabled('cpu') and not is_fx_symbolic_tracing() and x.device.type == 'cpu'
-                and x.numel() * self.dim < self.autocast_float32_below)
+        return leaves_cpu_autocast(x, x.numel() * self.dim, self.autocast_float32_below)
 
     def aggregate(self, x: torch.Tensor, output_scale: Optional[torch.Tensor] = None) -> torch.Tensor:
         """The RFA of ``x`` (NCHW) in the current precision settings; :meth:`forward` without its autocast rule."""

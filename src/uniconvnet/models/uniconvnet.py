@@ -37,6 +37,7 @@ from torch.utils.checkpoint import checkpoint
 
 from ..io import PathLike, load_weights, unwrap_state_dict
 from ..layers import DCNv3, Mlp, ReceptiveFieldAggregator, set_dcn_backend
+from ..layers.functional import leaves_cpu_autocast
 from ..layers.fusion import fold_input_affine_, fold_output_scale_, without_affine
 
 __all__ = ['BRANCHES', 'TRUNK_NORMS', 'UniConvNet', 'UniConvNetBlock', 'UniConvNetStage', 'VARIANTS',
@@ -262,6 +263,14 @@ class UniConvNet(nn.Module):
             weights (docs/detection-segmentation.md, docs/yolo.md).
     """
 
+    # Under CPU autocast a model whose stages do fewer multiply-adds per layer than this (pixels x dim^2 of a stage,
+    # the same for every stage) computes its features in float32 (the head still follows autocast): at that size
+    # bfloat16's casts of inputs and weights cost more than its faster arithmetic saves, in the stem and the DCN
+    # layers as in the RFAs (see their own rules). UniConvNet-A at batch 1 (1.8 M) ran 1.06-1.09x the float32 time
+    # in bfloat16 without this rule (1.01x with it), at batch 8 (14.5 M) 0.81-0.89x; N0 at batch 1 (7.2 M) 0.82-0.84x
+    # (`benchmarks/eager_cpu.py`). An attribute: 0 follows autocast always.
+    autocast_float32_below: int = 4_000_000
+
     def __init__(
             self,
             in_chans: int = 3,
@@ -463,11 +472,21 @@ class UniConvNet(nn.Module):
         return take_indices
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Stem and stages; returns the last stage's NCHW map (before pooling)."""
+        """Stem and stages; returns the last stage's NCHW map (before pooling). Under CPU autocast, a model with
+        less work per layer than :attr:`autocast_float32_below` computes them with autocast off."""
         check_input_channels(x, self.in_chans)
-        x = x.contiguous(memory_format=torch.channels_last)
-        x = self.stem(x)
-        return self.stages(x)
+        if not torch.jit.is_scripting():  # TorchScript: no autocast
+            if self.leaves_autocast(x):
+                with torch.autocast('cpu', enabled=False):
+                    return self.stages(self.stem(x.contiguous(memory_format=torch.channels_last)))
+        return self.stages(self.stem(x.contiguous(memory_format=torch.channels_last)))
+
+    def leaves_autocast(self, x: torch.Tensor) -> bool:
+        """Whether :meth:`forward_features` of the images ``x`` runs with CPU autocast off: it is on, and the work
+        per layer (a stage's pixels x its width^2, the same for every stage) is below
+        :attr:`autocast_float32_below`."""
+        pixels = x.shape[0] * -(-x.shape[-2] // 4) * -(-x.shape[-1] // 4)  # the first stage's map (stride 4)
+        return leaves_cpu_autocast(x, pixels * self.feature_info[0]['num_chs'] ** 2, self.autocast_float32_below)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """Average pool, LayerNorm, (dropout), classifier."""
