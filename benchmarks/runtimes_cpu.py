@@ -100,7 +100,8 @@ def measure(names: List[str], batches: List[int], size: int, runs: int, warmup: 
                           'openvino': ov_request(paths['openvino'], threads, f32=False),
                           'openvino_f32': ov_request(paths['openvino'], threads, f32=True)}
         requests += [sessions[name]['openvino'], sessions[name]['openvino_f32']]
-        results['models'][name] = {'top1': TOP1.get(name), 'sampling': exported_sampling(paths['onnx'])[0],
+        results['models'][name] = {'top1': TOP1.get(name),
+                                   'sampling': {format: exported_sampling(path)[0] for format, path in paths.items()},
                                    'ms': {}}
         print(f'  {name}: exported in {time.perf_counter() - start:.0f} s', file=sys.stderr)
     for batch in batches:
@@ -162,7 +163,7 @@ def report(results: Dict[str, Any], batches: List[int], settings: str) -> str:
     for name, m in results['models'].items():
         if 'ov_default_max_abs_diff' in m:
             lines.append(f'- {name}: {m["ov_default_max_abs_diff"]:.2e} (logit std {m["logit_std"]:.2e}); '
-                         f'DCN sampling {m["sampling"]}')
+                         f'DCN sampling: {m["sampling"]["onnx"]} in ONNX, {m["sampling"]["openvino"]} in OpenVINO')
     return '\n'.join(lines) + '\n'
 
 
