@@ -27,7 +27,7 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 import timm
@@ -36,17 +36,21 @@ import torch
 import uniconvnet  # noqa: F401  (registers the models)
 from uniconvnet.export import export_model, exported_sampling
 from uniconvnet.speed.benchmark import interleaved_medians
+from uniconvnet.speed import peers as published_top1
 from uniconvnet.speed.runtimes import Exporter
 from uniconvnet.io import atomic_write_text
 
 RESULTS = Path(__file__).resolve().parent / 'results'
-# ImageNet-1k top-1 at 224 of the models issue 20 compares (timm's results-imagenet.csv; UniConvNet: its README)
-TOP1 = {'uniconvnet_a': 77.0, 'uniconvnet_n0': 81.6, 'uniconvnet_t': 84.2, 'convnext_femto': 77.5,
-        'efficientnet_b0': 78.57, 'convnext_tiny': 82.1, 'efficientvit_b2': 82.16, 'efficientvit_l1': 84.46}
 OURS = ('uniconvnet_a', 'uniconvnet_n0', 'uniconvnet_t')
 PEERS = ('convnext_femto', 'efficientnet_b0', 'convnext_tiny', 'efficientvit_b2', 'efficientvit_l1')
 RUNTIMES = ('eager', 'onnxruntime', 'openvino', 'openvino_f32')
 LABELS = {'eager': 'eager', 'onnxruntime': 'ORT', 'openvino': 'OV', 'openvino_f32': 'OV f32'}
+
+
+def top1(name: str) -> Optional[float]:
+    """The published ImageNet-1k top-1 at 224 from the shipped table (the frontier's), None for a model not in it."""
+    published = published_top1.UNICONVNET.get(name) or published_top1.PEERS.get(name)
+    return None if published is None or published.excluded else published.top1
 
 
 def build(name: str) -> torch.nn.Module:
@@ -100,7 +104,7 @@ def measure(names: List[str], batches: List[int], size: int, runs: int, warmup: 
                           'openvino': ov_request(paths['openvino'], threads, f32=False),
                           'openvino_f32': ov_request(paths['openvino'], threads, f32=True)}
         requests += [sessions[name]['openvino'], sessions[name]['openvino_f32']]
-        results['models'][name] = {'top1': TOP1.get(name),
+        results['models'][name] = {'top1': top1(name),
                                    'sampling': {format: exported_sampling(path)[0] for format, path in paths.items()},
                                    'ms': {}}
         print(f'  {name}: exported in {time.perf_counter() - start:.0f} s', file=sys.stderr)
@@ -131,6 +135,8 @@ def measure(names: List[str], batches: List[int], size: int, runs: int, warmup: 
 
 def fastest_peer(results: Dict[str, Any], name: str, runtime: str, batch: str):
     ours = results['models'][name]
+    if ours['top1'] is None:
+        return None
     peers = [(m['ms'][runtime][batch], peer) for peer, m in results['models'].items()
              if not peer.startswith('uniconvnet') and m['top1'] is not None and m['top1'] >= ours['top1']]
     return min(peers) if peers else None
