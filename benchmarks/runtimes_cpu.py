@@ -95,10 +95,14 @@ def ov_request(path: Path, threads: int, f32: bool, profile: bool = False) -> An
 def measure(names: List[str], batches: List[int], size: int, runs: int, warmup: int, threads: int,
             folder: Path, sampling: str = 'auto') -> Dict[str, Any]:
     results: Dict[str, Any] = {'models': {}}
-    models, sessions, requests = {}, {}, []
+    models, sessions, requests = {name: build(name) for name in names}, {}, []
+    # a forward of every model before any export: it starts numba's threading layer for our DCN kernels before the
+    # exports import openvino, whose bundled TBB numba would otherwise take (slower; see uniconvnet.speed.frontier)
+    with torch.inference_mode():
+        for model in models.values():
+            model(torch.zeros(1, 3, size, size))
     for name in names:
         start = time.perf_counter()
-        models[name] = build(name)
         paths = export(name, models[name], folder, size, sampling)
         sessions[name] = {'onnxruntime': ort_session(paths['onnx'], threads),
                           'openvino': ov_request(paths['openvino'], threads, f32=False),

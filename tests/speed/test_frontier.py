@@ -1,5 +1,6 @@
 """The frontier tool: the published top-1 table, the matching and ratio logic per runtime, tables, plots, resuming,
 and the command run small in every runtime."""
+import importlib.util
 import json
 import sys
 
@@ -14,9 +15,25 @@ from uniconvnet.speed.peers import PEERS, PUBLISHED_SIZE, UNICONVNET, resolve_pe
 from uniconvnet.speed.plots import _sparse_log_label, plot_frontier
 from uniconvnet.speed.runtimes import RUNTIMES
 
-from conftest import signal_stack
+from conftest import run_child, signal_stack
 
 PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
+
+
+def test_checking_the_runtimes_imports_none_of_them():
+    # importing openvino loads the TBB library it ships, and numba would then take TBB as the threading layer of our
+    # DCN kernels (slower than its OpenMP layer) before the eager columns are timed
+    code = ('import sys\n'
+            'from uniconvnet.speed.frontier import _versions\n'
+            'from uniconvnet.speed.runtimes import RUNTIMES, usable_runtimes\n'
+            'print(sorted(usable_runtimes(RUNTIMES, "cpu", print)), sorted(_versions()))\n'
+            'print("imported:", sorted(m for m in sys.modules if m.startswith(("openvino", "onnxruntime"))))\n')
+    res = run_child([sys.executable, '-c', code], timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert 'imported: []' in res.stdout, res.stdout
+    for package, runtime in (('openvino', "'openvino_f32'"), ('onnxruntime', "'onnxruntime'")):
+        if importlib.util.find_spec(package) is not None:  # found without importing, and its version read
+            assert runtime in res.stdout and f"'{package}'" in res.stdout.splitlines()[0].split('] [')[1], res.stdout
 
 
 # ---- the published table -----------------------------------------------------------------------------------------

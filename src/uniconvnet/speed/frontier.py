@@ -24,6 +24,7 @@ the next run tries it again. Measurements from different runs are not interleave
 run it was taken in, and the table marks a ratio across runs with †.
 """
 import datetime
+import importlib.metadata
 import json
 import tempfile
 from pathlib import Path
@@ -94,12 +95,18 @@ def _entry(published: Published, family: str) -> Dict[str, Any]:
 
 
 def _versions() -> Dict[str, str]:
+    """Versions of torch and the installed runtimes, read from their package metadata. Not by importing them:
+    importing openvino loads the TBB library it ships, and numba, whose threading layer starts on our first DCN
+    forward, then picks TBB over OpenMP; UniConvNet-A's eager forward ran 1.1x slower on it (batch 1 and 8, two
+    processes alternating), which would bias the eager columns."""
     versions = {'torch': torch.__version__}
-    for package in ('onnxruntime', 'openvino'):
-        try:
-            versions[package] = __import__(package).__version__
-        except ImportError:
-            pass
+    for package, distributions in (('onnxruntime', ('onnxruntime', 'onnxruntime-gpu')), ('openvino', ('openvino',))):
+        for distribution in distributions:
+            try:
+                versions[package] = importlib.metadata.version(distribution)
+                break
+            except importlib.metadata.PackageNotFoundError:
+                continue
     return versions
 
 

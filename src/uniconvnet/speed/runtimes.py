@@ -21,6 +21,7 @@ model is released: released in any other order, a freed stack stays installed, a
 handles (for example SIGCHLD from a DataLoader worker) kills it with a segmentation fault.
 """
 import contextlib
+import importlib.util
 import re
 import warnings
 from dataclasses import dataclass
@@ -56,13 +57,11 @@ class Runtime:
 
     def why_not(self) -> Optional[str]:
         """Why this runtime cannot run here (its package is missing), or None."""
-        if self.package is None:
+        # found, not imported: importing openvino loads the TBB library it ships, which numba would then pick
+        # as the threading layer of our DCN kernels, slowing the eager columns measured next (see frontier._versions)
+        if self.package is None or importlib.util.find_spec(self.package) is not None:
             return None
-        try:
-            __import__(self.package)
-        except ImportError:
-            return f'{self.name}: {self.package} is not installed (pip install {self.package})'
-        return None
+        return f'{self.name}: {self.package} is not installed (pip install {self.package})'
 
 
 _RUNTIMES = (
