@@ -868,14 +868,6 @@ def short_name(model: str) -> str:
     return model.replace('uniconvnet_', '').upper() if model.startswith('uniconvnet_') else model
 
 
-def top1_of(model: str) -> Optional[float]:
-    """Published ImageNet-1k top-1 at 224 (uniconvnet.speed.peers), None where it lists none or only one that the
-    frontier never matches (distilled, or at another test size)."""
-    from uniconvnet.speed.peers import PEERS as PUBLISHED_PEERS, UNICONVNET
-    entry = UNICONVNET.get(model) or PUBLISHED_PEERS.get(model)
-    return entry.top1 if entry is not None and not entry.excluded else None
-
-
 def format_report(results: Dict[str, Any]) -> str:
     """All tables of a run as markdown (whatever sections it has so far)."""
     sections = results.get('sections', {})
@@ -984,6 +976,7 @@ def training_table(section: Dict[str, Any]) -> List[str]:
 
 
 def inference_table(section: Dict[str, Any]) -> List[str]:
+    from uniconvnet.speed.peers import matchable_top1
     if not section:
         return []
     rows = section.get('rows', [])
@@ -994,7 +987,7 @@ def inference_table(section: Dict[str, Any]) -> List[str]:
              '|---|---:|' + '---:|' * len(keys)]
     for r in rows:
         note = r.get('skipped') or r.get('error')
-        lines.append(f"| {r['model']} | {_f(top1_of(r['model']))} | "
+        lines.append(f"| {r['model']} | {_f(matchable_top1(r['model']))} | "
                      + ' | '.join(_f(r.get(k), 0) for k in keys) + ' |' + (f' {note}' if note else ''))
     return lines + ['']
 
@@ -1029,6 +1022,7 @@ def plot_frontier(results: Dict[str, Any], path: Path, key: Optional[str] = None
     """Top-1 (published, ImageNet-1k at 224) against measured inference throughput: one point per model.
 
     ``key``: which throughput, e.g. ``'bf16_b256'``; None: bf16 at the largest batch measured."""
+    from uniconvnet.speed.peers import matchable_top1
     import matplotlib
     matplotlib.use('Agg')  # files only, no display
     import matplotlib.pyplot as plt
@@ -1037,12 +1031,12 @@ def plot_frontier(results: Dict[str, Any], path: Path, key: Optional[str] = None
     if key is None:
         batches = [int(k.split('_b')[1]) for r in measured for k in r if re.fullmatch(r'bf16_b\d+', k)]
         key = f'bf16_b{max(batches)}' if batches else 'bf16_b256'
-    rows = [r for r in measured if r.get(key) and top1_of(r['model']) is not None]
+    rows = [r for r in measured if r.get(key) and matchable_top1(r['model']) is not None]
     if not rows:
         raise ValueError(f'no model has both a published top-1 and a {key} throughput in this run')
     figure, ax = plt.subplots(figsize=(7, 4.5), dpi=150)
     for family, color, marker in (('uniconvnet', 'tab:red', 'o'), ('peer', 'tab:blue', 's')):
-        points = [(r[key], top1_of(r['model']), r['model']) for r in rows
+        points = [(r[key], matchable_top1(r['model']), r['model']) for r in rows
                   if r['model'].startswith('uniconvnet') == (family == 'uniconvnet')]
         if not points:
             continue

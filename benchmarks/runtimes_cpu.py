@@ -27,7 +27,7 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List
 
 import numpy as np
 import timm
@@ -36,7 +36,7 @@ import torch
 import uniconvnet  # noqa: F401  (registers the models)
 from uniconvnet.export import export_model, exported_sampling
 from uniconvnet.speed.benchmark import interleaved_medians
-from uniconvnet.speed import peers as published_top1
+from uniconvnet.speed.peers import matchable_top1
 from uniconvnet.speed.runtimes import Exporter
 from uniconvnet.io import atomic_write_text
 
@@ -45,12 +45,6 @@ OURS = ('uniconvnet_a', 'uniconvnet_n0', 'uniconvnet_t')
 PEERS = ('convnext_femto', 'efficientnet_b0', 'convnext_tiny', 'efficientvit_b2', 'efficientvit_l1')
 RUNTIMES = ('eager', 'onnxruntime', 'openvino', 'openvino_f32')
 LABELS = {'eager': 'eager', 'onnxruntime': 'ORT', 'openvino': 'OV', 'openvino_f32': 'OV f32'}
-
-
-def top1(name: str) -> Optional[float]:
-    """The published ImageNet-1k top-1 at 224 from the shipped table (the frontier's), None for a model not in it."""
-    published = published_top1.UNICONVNET.get(name) or published_top1.PEERS.get(name)
-    return None if published is None or published.excluded else published.top1
 
 
 def build(name: str) -> torch.nn.Module:
@@ -108,7 +102,7 @@ def measure(names: List[str], batches: List[int], size: int, runs: int, warmup: 
                           'openvino': ov_request(paths['openvino'], threads, f32=False),
                           'openvino_f32': ov_request(paths['openvino'], threads, f32=True)}
         requests += [sessions[name]['openvino'], sessions[name]['openvino_f32']]
-        results['models'][name] = {'top1': top1(name),
+        results['models'][name] = {'top1': matchable_top1(name),
                                    'sampling': {format: exported_sampling(path)[0] for format, path in paths.items()},
                                    'ms': {}}
         print(f'  {name}: exported in {time.perf_counter() - start:.0f} s', file=sys.stderr)

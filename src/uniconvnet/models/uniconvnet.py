@@ -475,11 +475,12 @@ class UniConvNet(nn.Module):
         """Stem and stages; returns the last stage's NCHW map (before pooling). Under CPU autocast, a model with
         less work per layer than :attr:`autocast_float32_below` computes them with autocast off."""
         check_input_channels(x, self.in_chans)
+        x = x.contiguous(memory_format=torch.channels_last)
         if not torch.jit.is_scripting():  # TorchScript: no autocast
             if self.leaves_autocast(x):
                 with torch.autocast('cpu', enabled=False):
-                    return self.stages(self.stem(x.contiguous(memory_format=torch.channels_last)))
-        return self.stages(self.stem(x.contiguous(memory_format=torch.channels_last)))
+                    return self.stages(self.stem(x))
+        return self.stages(self.stem(x))
 
     def leaves_autocast(self, x: torch.Tensor) -> bool:
         """Whether :meth:`forward_features` of the images ``x`` runs with CPU autocast off: it is on, and the work

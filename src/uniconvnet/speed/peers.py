@@ -23,7 +23,7 @@ from typing import Dict, Iterable, List, Optional, Tuple
 
 from ..models import check_model_name
 
-__all__ = ['DEFAULT_PEERS', 'DEFAULT_VARIANTS', 'PEERS', 'PUBLISHED_SIZE', 'UNICONVNET', 'Published', 'resolve_peers',
+__all__ = ['DEFAULT_PEERS', 'DEFAULT_VARIANTS', 'PEERS', 'PUBLISHED_SIZE', 'UNICONVNET', 'Published', 'matchable_top1', 'resolve_peers',
            'resolve_variants']
 
 # the test size every top-1 is compared at; an accuracy published only at another size is shown, not matched
@@ -175,6 +175,13 @@ DEFAULT_PEERS: Tuple[str, ...] = tuple(PEERS)
 def _variant_name(name: str) -> str:
     name = name.strip().lower()
     return name if name.startswith('uniconvnet_') else f'uniconvnet_{name}'
+
+
+def matchable_top1(model: str) -> Optional[float]:
+    """The published top-1 of the timm model ``model`` (a variant or a peer), None where the table lists none or only
+    one that is never matched (distilled, or at another test size)."""
+    entry = UNICONVNET.get(model) or PEERS.get(model)
+    return entry.top1 if entry is not None and not entry.excluded else None
 
 
 def resolve_variants(names: Iterable[str]) -> List[Published]:
