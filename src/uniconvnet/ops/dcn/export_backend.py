@@ -28,7 +28,7 @@ from typing import Tuple
 import torch
 import torch.nn.functional as F
 
-from .geometry import sampling_dtype
+from .geometry import kernel_window_pixels, sampling_dtype
 from .registry import Backend, register
 
 __all__ = ['dcnv3_export']
@@ -49,14 +49,10 @@ def _base_grid(
 
     ``scale`` is ``2 / (padded width, padded height)``. Kernel points are ordered x-major, as in the reference.
     """
-    kernel_h, kernel_w = kernel_size
-    half_h, half_w = (dilation[0] * (kernel_h - 1)) // 2, (dilation[1] * (kernel_w - 1)) // 2
+    num_points = kernel_size[0] * kernel_size[1]
+    centre_y, centre_x, point_y, point_x = kernel_window_pixels(out_h, out_w, kernel_size, stride, dilation, dtype,
+                                                                device)
     # pixel positions in the padded input: window centres, plus the (scaled) kernel grid around them
-    centre_y = torch.arange(out_h, dtype=dtype, device=device) * stride[0] + (half_h + 0.5)
-    centre_x = torch.arange(out_w, dtype=dtype, device=device) * stride[1] + (half_w + 0.5)
-    point_y = (torch.arange(kernel_h, dtype=dtype, device=device) * dilation[0] - half_h).repeat(kernel_w)
-    point_x = (torch.arange(kernel_w, dtype=dtype, device=device) * dilation[1] - half_w).repeat_interleave(kernel_h)
-    num_points = kernel_h * kernel_w
     x = centre_x.view(1, out_w, 1) + point_x.view(1, 1, num_points) * offset_scale
     y = centre_y.view(out_h, 1, 1) + point_y.view(1, 1, num_points) * offset_scale
     pixels = torch.stack((x.expand(out_h, out_w, num_points), y.expand(out_h, out_w, num_points)), dim=-1)

@@ -9,7 +9,7 @@ from typing import Tuple
 
 import torch
 
-__all__ = ['dcnv3_output_size', 'kernel_grid_locations', 'sampling_dtype', 'sampling_grid', 'sampling_locations',
+__all__ = ['dcnv3_output_size', 'kernel_grid_locations', 'kernel_window_pixels', 'sampling_dtype', 'sampling_grid', 'sampling_locations',
            'unnormalize']
 
 
@@ -25,6 +25,35 @@ def dcnv3_output_size(height: int, width: int, kernel_size: Tuple[int, int], str
     out_h = (height + 2 * padding[0] - (dilation[0] * (kernel_size[0] - 1) + 1)) // stride[0] + 1
     out_w = (width + 2 * padding[1] - (dilation[1] * (kernel_size[1] - 1) + 1)) // stride[1] + 1
     return out_h, out_w
+
+
+def kernel_window_pixels(
+        out_h: int,
+        out_w: int,
+        kernel_size: Tuple[int, int],
+        stride: Tuple[int, int],
+        dilation: Tuple[int, int],
+        dtype: torch.dtype,
+        device: torch.device,
+        x_major: bool = True,
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The regular sampling window in pixels of the zero-padded input, pixel centres at half-integers.
+
+    Returns ``(centre_y, centre_x, point_y, point_x)``: each output pixel's window centre (``(H_out,)`` and
+    ``(W_out,)``) and the kernel points around it (``(P,)`` each), ordered x-major (``p = kx * kh + ky``, DCNv3's
+    order) or, with ``x_major=False``, row-major (``p = ky * kw + kx``, ``DeformConv``'s). Every value is a whole or
+    half-integer, so sums of them are exact and every caller gets the same coordinates whatever its order of
+    additions; the sizes may be traced (dynamic-size export).
+    """
+    kernel_h, kernel_w = kernel_size
+    half_h, half_w = (dilation[0] * (kernel_h - 1)) // 2, (dilation[1] * (kernel_w - 1)) // 2
+    centre_y = torch.arange(out_h, dtype=dtype, device=device) * stride[0] + (half_h + 0.5)
+    centre_x = torch.arange(out_w, dtype=dtype, device=device) * stride[1] + (half_w + 0.5)
+    point_y = torch.arange(kernel_h, dtype=dtype, device=device) * dilation[0] - half_h
+    point_x = torch.arange(kernel_w, dtype=dtype, device=device) * dilation[1] - half_w
+    if x_major:
+        return centre_y, centre_x, point_y.repeat(kernel_w), point_x.repeat_interleave(kernel_h)
+    return centre_y, centre_x, point_y.repeat_interleave(kernel_w), point_x.repeat(kernel_h)
 
 
 def kernel_grid_locations(
@@ -44,17 +73,12 @@ def kernel_grid_locations(
     The regular kernel grid (scaled by ``offset_scale``) around each output pixel's window centre, as fractions
     of the padded input, with :func:`sampling_locations`' point order and arithmetic.
     """
-    kernel_h, kernel_w = kernel_size
-    num_points = kernel_h * kernel_w
-    # kernel-window centre of each output pixel, (c + 0.5) / size with pixel centres at half-integers
-    half_h, half_w = (dilation[0] * (kernel_h - 1)) // 2, (dilation[1] * (kernel_w - 1)) // 2
-    ref_y = (torch.arange(out_h, device=device, dtype=dtype) * stride[0] + (half_h + 0.5)) / padded_height
-    ref_x = (torch.arange(out_w, device=device, dtype=dtype) * stride[1] + (half_w + 0.5)) / padded_width
-    # regular kernel grid around the centre
-    point_y = (torch.arange(kernel_h, device=device, dtype=dtype) * dilation[0] - half_h) / padded_height
-    point_x = (torch.arange(kernel_w, device=device, dtype=dtype) * dilation[1] - half_w) / padded_width
-    point_x = point_x.repeat_interleave(kernel_h)  # x-major point order
-    point_y = point_y.repeat(kernel_w)
+    num_points = kernel_size[0] * kernel_size[1]
+    centre_y, centre_x, point_y, point_x = kernel_window_pixels(out_h, out_w, kernel_size, stride, dilation, dtype,
+                                                                device)
+    # the official code's order: centre and points divided by the padded size first, then the points scaled
+    ref_y, ref_x = centre_y / padded_height, centre_x / padded_width
+    point_y, point_x = point_y / padded_height, point_x / padded_width
     base_x = ref_x.view(1, 1, out_w, 1, 1) + point_x.view(1, 1, 1, 1, num_points) * offset_scale
     base_y = ref_y.view(1, out_h, 1, 1, 1) + point_y.view(1, 1, 1, 1, num_points) * offset_scale
     return base_x, base_y

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from . import dcnv3
+from .geometry import kernel_window_pixels
 
 __all__ = ['DEFORM_CONV_OPSET', 'dcnv3_deform_conv', 'dcnv3_grid_sample', 'deform_conv_rows', 'kernel_grid_base']
 
@@ -121,18 +122,16 @@ def kernel_grid_base(height: int, width: int, out_h: int, out_w: int, kernel_siz
     ``GridSample``'s convention with ``align_corners=0``. ``height``, ``width``, ``out_h`` and ``out_w`` may be
     traced sizes (dynamic-size export) or plain integers (fixed size: the base is a constant).
     """
-    kernel_h, kernel_w = kernel_size
-    rows = torch.arange(out_h, dtype=dtype, device=device) * stride[0] - padding[0]
-    cols = torch.arange(out_w, dtype=dtype, device=device) * stride[1] - padding[1]
-    point_y = torch.arange(kernel_h, dtype=dtype, device=device) * dilation[0]
-    point_x = torch.arange(kernel_w, dtype=dtype, device=device) * dilation[1]
-    # pixel centres at half-integers: (pixel + 0.5) * 2 / size - 1; the sizes as tensors, so that traced sizes stay
-    # dynamic in an export
+    centre_y, centre_x, point_y, point_x = kernel_window_pixels(out_h, out_w, kernel_size, stride, dilation, dtype,
+                                                                device, x_major=False)
+    # pixels of the padded input to GridSample's [-1, 1] over the unpadded one: (pixel - padding) * 2 / size - 1;
+    # the sizes as tensors, so that traced sizes stay dynamic in an export
     scale_y, scale_x = 2.0 / _size_tensor(height, dtype, device), 2.0 / _size_tensor(width, dtype, device)
-    y = (rows.view(1, 1, -1, 1) + point_y.view(-1, 1, 1, 1) + 0.5) * scale_y - 1
-    x = (cols.view(1, 1, 1, -1) + point_x.view(1, -1, 1, 1) + 0.5) * scale_x - 1
-    shape = (kernel_h, kernel_w, out_h, out_w)
-    return torch.stack((x.expand(shape), y.expand(shape)), dim=-1).reshape(1, kernel_h * kernel_w, -1, 2)
+    y = (centre_y.view(1, -1, 1) + point_y.view(-1, 1, 1) - padding[0]) * scale_y - 1
+    x = (centre_x.view(1, 1, -1) + point_x.view(-1, 1, 1) - padding[1]) * scale_x - 1
+    points = kernel_size[0] * kernel_size[1]
+    shape = (points, out_h, out_w)
+    return torch.stack((x.expand(shape), y.expand(shape)), dim=-1).reshape(1, points, -1, 2)
 
 
 def dcnv3_grid_sample(
