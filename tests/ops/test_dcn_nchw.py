@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from uniconvnet.ops import dcnv3
-from uniconvnet.ops.dcn.nchw import dcnv3_deform_conv, dcnv3_grid_sample, deform_conv_rows
+from uniconvnet.ops.dcn.geometry import kernel_window_pixels
+from uniconvnet.ops.dcn.nchw import dcnv3_deform_conv, dcnv3_grid_sample, deform_conv_rows, kernel_grid_base
 
 from dcn_cases import GEOMETRIES, Geometry, make_inputs
 
@@ -79,6 +80,28 @@ def test_rows_are_a_permutation_with_pairs_swapped():
     assert mask_rows[9].item() == 9  # group 1 starts at its own rows
     with pytest.raises(ValueError, match="pair must be 'yx'"):
         deform_conv_rows((3, 3), 1, 'dxdy')
+
+
+def test_kernel_window_orders_points_for_each_layout():
+    # a 3x2 kernel (kh=3, kw=2), dilation 2 down and 1 across, stride 2 down
+    centre_y, centre_x, point_y, point_x = kernel_window_pixels(2, 3, (3, 2), (2, 1), (2, 1), torch.float64, None)
+    assert centre_y.tolist() == [2.5, 4.5]  # half of the dilated window (2) + 0.5, then every 2 rows
+    assert centre_x.tolist() == [0.5, 1.5, 2.5]  # a 2-wide window has no centre pixel: (1 * 1) // 2 = 0
+    # x-major (DCNv3): p = kx * kh + ky
+    assert point_y.tolist() == [-2, 0, 2, -2, 0, 2] and point_x.tolist() == [0, 0, 0, 1, 1, 1]
+    _, _, point_y, point_x = kernel_window_pixels(2, 3, (3, 2), (2, 1), (2, 1), torch.float64, None, x_major=False)
+    # row-major (DeformConv): p = ky * kw + kx
+    assert point_y.tolist() == [-2, -2, 0, 0, 2, 2] and point_x.tolist() == [0, 1, 0, 1, 0, 1]
+
+
+def test_grid_sample_base_puts_the_first_point_at_the_padded_corner():
+    # 8x8 input, 3x3 kernel, padding 1: output pixel (0, 0)'s first point is the padding pixel (-1, -1), whose
+    # centre is half a pixel outside the image: (-1 + 0.5) * 2 / 8 - 1 = -1.125
+    base = kernel_grid_base(8, 8, 8, 8, (3, 3), (1, 1), (1, 1), (1, 1), torch.float64)
+    assert base.shape == (1, 9, 64, 2)
+    assert base[0, 0, 0].tolist() == [-1.125, -1.125]
+    assert base[0, 4, 0].tolist() == [-0.875, -0.875]  # the centre point: pixel (0, 0) itself
+    assert base[0, 1, 0].tolist() == [-0.875, -1.125]  # row-major: point 1 is one step in x, as (x, y)
 
 
 class _OneLayer(torch.nn.Module):
