@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from conftest import run_child, signal_stack
-from uniconvnet.speed.benchmark import ModelSpec, format_profile, profile_inference
+from uniconvnet.speed.benchmark import SETTLE_CALLS, ModelSpec, format_profile, interleaved_medians, profile_inference
 from uniconvnet.cli.main import main
 
 
@@ -21,6 +21,47 @@ def test_model_specs():
 
 
 @pytest.mark.slow
+class _ColdFirstCall:
+    """A runner whose first call of each visit is slow, as a model's is after the others ran."""
+
+    def __init__(self, last_caller: list):
+        self.last_caller, self.calls = last_caller, 0
+
+    def __call__(self):
+        self.calls += 1
+        if self.last_caller[0] is not self:  # another runner ran since this one's last call: a new visit
+            time.sleep(0.03)
+            self.last_caller[0] = self
+
+
+def test_interleaved_medians_time_each_visit_warm():
+    last_caller = [None]
+    a, b = _ColdFirstCall(last_caller), _ColdFirstCall(last_caller)
+    warm = interleaved_medians({'a': a, 'b': b}, runs=3, warmup=1)
+    assert SETTLE_CALLS == 1 and a.calls == b.calls == 4 * 2  # every visit: one untimed call, then the timed one
+    assert all(ms < 15 for ms in warm.values()), warm
+    cold = interleaved_medians({'a': a, 'b': b}, runs=3, warmup=1, settle_calls=0)
+    assert all(ms >= 30 for ms in cold.values()), cold
+    errors = {}
+
+    def failing():
+        raise RuntimeError('broken model')
+    assert set(interleaved_medians({'a': a, 'bad': failing}, runs=1, warmup=0, errors=errors)) == {'a'}
+    assert errors == {'bad': 'RuntimeError: broken model'}
+
+
+def test_onnxruntime_sessions_do_not_spin(tmp_path):
+    pytest.importorskip('onnxruntime')
+    from uniconvnet.speed.runtimes import Exporter, _onnxruntime_session
+    path = Exporter(tmp_path, 32)('resnet', torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten()),
+                                  False, 'onnx')
+    session = _onnxruntime_session(path, threads=2)
+    options = session._objects[0].get_session_options()
+    assert options.get_session_config_entry('session.intra_op.allow_spinning') == '0'
+    assert options.intra_op_num_threads == 2
+    assert session(torch.zeros(1, 3, 32, 32)).__class__.__name__ == 'list'
+
+
 def test_bench_command_small(tmp_path, capsys):
     pytest.importorskip('onnxruntime')
     pytest.importorskip('openvino')

@@ -255,6 +255,11 @@ def test_frontier_bad_input(capsys, tmp_path):
     assert 'pass it with --json' in _error(capsys, '--frontier', '--plot-only')
     missing = tmp_path / 'missing.json'
     assert 'no frontier report at' in _error(capsys, '--frontier', '--plot-only', '--json', str(missing))
+    cold = tmp_path / 'cold.json'  # measured before visits were timed warm: not extended with warm timings
+    cold.write_text(json.dumps({'kind': 'frontier', 'version': REPORT_VERSION, 'sessions': [], 'models': {},
+                                'pairs': {}, 'settings': {'image_size': 64, 'threads': 1, 'device': 'cpu'}}))
+    err = _error(capsys, '--frontier', '--variants', 'A', '--peers', 'resnet18', '--json', str(cold), *TINY)
+    assert 'was measured with settle_calls=0, not settle_calls=1' in err and 'pass another --json path' in err
     old = tmp_path / 'old.json'  # written by the eager-only tool
     old.write_text(json.dumps({'kind': 'frontier', 'settings': {}, 'models': {}}))
     assert 'older frontier tool' in _error(capsys, '--frontier', '--plot-only', '--json', str(old))

@@ -1,7 +1,8 @@
 """Speed and memory of models side by side: inference latency, deployment runtimes, training steps, peak memory.
 
-Every timing is taken in one process with the models interleaved (one run of each model in turn, repeated), so
-that a machine shared with other work slows all of them alike; ratios against the reference model, absolute and
+Every timing is taken in one process with the models interleaved (one visit to each model in turn, repeated), so
+that a machine shared with other work slows all of them alike; each visit times the model's second call
+(:data:`SETTLE_CALLS`), so that it is measured warm, as a model serving request after request runs; ratios against the reference model, absolute and
 per multiply-accumulate, are what to compare. The deployment runtimes (:mod:`uniconvnet.speed.runtimes`:
 onnxruntime, OpenVINO at its default precision and in f32) run each model's export and are interleaved with the
 PyTorch models, so "vs eager" compares runs taken at the same moments. Peak training memory is measured per model
@@ -36,12 +37,18 @@ from ..host import torch_threads
 from .runtimes import DEPLOYMENT_RUNTIMES, Exporter, Session, deployed, usable_runtimes
 from .spec import ModelSpec, Runner, check_device, synchronized, train_step_runner
 
-__all__ = ['RUNTIMES', 'ModelSpec', 'format_benchmark', 'format_profile', 'interleaved_medians',
+__all__ = ['RUNTIMES', 'SETTLE_CALLS', 'ModelSpec', 'format_benchmark', 'format_profile', 'interleaved_medians',
            'measure_complexity_of', 'profile_inference', 'pytorch_column', 'run_benchmark', 'runtime_columns',
            'save_report', 'time_inference', 'time_training', 'train_peak_memory_mb']
 
 # deployment runtimes (CPU only) measured beside eager PyTorch; each one's latencies are reported as '<runtime>_ms'
 RUNTIMES = DEPLOYMENT_RUNTIMES
+# Untimed calls at each visit before the timed one. With the models interleaved, a model's first call after the
+# others ran is a cold one: its weights out of the caches, fresh buffers to fault in, its runtime's threads asleep
+# (or, with onnxruntime's default spinning, another session's threads still holding the cores). In a loop of the
+# frontier's 57 models at batch 1 that first call took 1.7x (UniConvNet-A: 54.7 against 31.9 ms) to 1.8x
+# (EfficientNet-B0: 25.3 against 14.0 ms) the second in eager PyTorch; the second and third agreed within noise.
+SETTLE_CALLS = 1
 # a latency column: given the input images (on the CPU), one runner per model label
 Column = Callable[[torch.Tensor], Dict[str, Runner]]
 
@@ -51,26 +58,30 @@ def _median_ms(times: List[float]) -> float:
 
 
 def interleaved_medians(runners: Mapping[Any, Runner], runs: int, warmup: int,
-                        errors: Optional[Dict[Any, str]] = None) -> Dict[Any, float]:
-    """Median wall time (ms) of each runner, the runners called in turn ``runs`` times after ``warmup`` rounds.
+                        errors: Optional[Dict[Any, str]] = None, settle_calls: int = SETTLE_CALLS
+                        ) -> Dict[Any, float]:
+    """Median wall time (ms) of each runner, the runners visited in turn ``runs`` times after ``warmup`` rounds.
 
-    With an ``errors`` dict, a runner that raises is dropped from the loop and its error recorded there (the
-    others go on); without one, the exception propagates.
+    Each visit makes ``settle_calls`` untimed calls, then the timed one (see :data:`SETTLE_CALLS`). With an
+    ``errors`` dict, a runner that raises is dropped from the loop and its error recorded there (the others go on);
+    without one, the exception propagates.
     """
     active = dict(runners)
     times: Dict[Any, List[float]] = {label: [] for label in runners}
     for round_index in range(warmup + runs):
         for label, run in list(active.items()):
-            start = time.perf_counter()
             try:
+                for _ in range(settle_calls):
+                    run()
+                start = time.perf_counter()
                 run()
+                elapsed = time.perf_counter() - start
             except Exception as e:
                 if errors is None:
                     raise
                 errors[label] = f'{type(e).__name__}: {e}'.strip().splitlines()[0][:300]
                 del active[label]
                 continue
-            elapsed = time.perf_counter() - start
             if round_index >= warmup:
                 times[label].append(elapsed)
     return {label: _median_ms(times[label]) for label in active}
@@ -147,9 +158,12 @@ def runtime_columns(models: Mapping[str, Tuple[nn.Module, bool]], runtimes: Sequ
 
 def time_training(specs: Sequence[ModelSpec], batch: int, image_size: int, runs: int,
                   device: str = 'cpu') -> Dict[str, float]:
-    """Median time (ms) of a training step (forward, backward, AdamW) of each spec, interleaved, after one warm-up."""
+    """Median time (ms) of a training step (forward, backward, AdamW) of each spec, interleaved, after one warm-up.
+
+    Every step is timed (no settling calls): a step is long beside what a cold start adds, and each untimed one
+    would cost a whole step."""
     steps = {s.label: train_step_runner(s.build(train=True, device=device), batch, image_size, device) for s in specs}
-    return interleaved_medians(steps, runs, 1)
+    return interleaved_medians(steps, runs, 1, settle_calls=0)
 
 
 # ---- the whole benchmark -----------------------------------------------------------------------------------------

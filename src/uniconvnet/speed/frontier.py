@@ -13,8 +13,8 @@ random weights and reparameterized (``timm.utils.reparameterize_model``: UniConv
 FastViT's and RepViT's branch folding) before it is timed or exported.
 
 How it is measured: one loop per runtime and batch size, every model that lacks that measurement interleaved in it
-(one run of each in turn, ``runs`` times after ``warmup`` rounds; medians), so that load on the machine slows all of
-them alike; ``threads`` for every runtime. Then, optionally, a training step of each variant with its eager match
+(one visit to each in turn, ``runs`` times after ``warmup`` rounds; medians), so that load on the machine slows all
+of them alike; each visit times the model's second call, warm (:data:`~uniconvnet.speed.benchmark.SETTLE_CALLS`); ``threads`` for every runtime. Then, optionally, a training step of each variant with its eager match
 (the two interleaved) and the peak training memory of every model (each in a fresh process).
 
 A full run takes hours, so the report is saved as JSON after every loop and reused: run again with the same
@@ -35,7 +35,7 @@ import torch.nn as nn
 
 from ..host import torch_threads
 from ..models import create_model
-from .benchmark import _check_counts, interleaved_medians, measure_complexity_of, save_report, time_training
+from .benchmark import SETTLE_CALLS, _check_counts, interleaved_medians, measure_complexity_of, save_report, time_training
 from .memory import train_peak_memory_mb
 from .peers import Published
 from .runtimes import PEER_ONNX_OPSET, RUNTIME_BY_NAME, RUNTIMES, Exporter, check_runtimes, deployed, usable_runtimes
@@ -46,7 +46,9 @@ __all__ = ['REPORT_VERSION', 'format_frontier', 'frontier_rows', 'load_frontier'
 
 REPORT_VERSION = 2
 # settings that must match for a saved report to be extended (the rest, e.g. run counts, may differ)
-_MATCHING_SETTINGS = ('image_size', 'threads', 'device')
+_MATCHING_SETTINGS = ('image_size', 'threads', 'device', 'settle_calls')
+# what a report written before a setting existed was measured with
+_SETTINGS_BEFORE_RECORDED = {'settle_calls': 0}
 PathLike = Union[str, Path]
 Log = Callable[[str], None]
 
@@ -76,6 +78,8 @@ def _start_report(path: Optional[PathLike], settings: Dict[str, Any]) -> Dict[st
                 'pairs': {}}
     report = load_frontier(path)
     saved = report['settings']
+    for key, value in _SETTINGS_BEFORE_RECORDED.items():
+        saved.setdefault(key, value)
     differing = [k for k in _MATCHING_SETTINGS if saved.get(k) != settings[k]]
     if settings['train_batch'] and saved.get('train_batch') and saved['train_batch'] != settings['train_batch']:
         differing.append('train_batch')
@@ -143,7 +147,8 @@ def run_frontier(
         raise ValueError('the frontier needs at least one UniConvNet variant and one peer')
     with torch_threads(threads) as threads:
         settings = dict(image_size=image_size, batch_sizes=list(batch_sizes), runtimes=list(runtimes),
-                        train_batch=train_batch, runs=runs, warmup=warmup, train_runs=train_runs, threads=threads,
+                        train_batch=train_batch, runs=runs, warmup=warmup, settle_calls=SETTLE_CALLS,
+                        train_runs=train_runs, threads=threads,
                         device=device, dtype='float32', versions=_versions(),
                         models='reparameterized (timm.utils.reparameterize_model; UniConvNet: fuse())',
                         exports=dict(uniconvnet='uniconvnet.export.export_model(model, path, format, (size, size))',
@@ -390,6 +395,13 @@ def frontier_rows(report: Dict[str, Any], names: Optional[Sequence[str]] = None)
 
 # ---- the tables --------------------------------------------------------------------------------------------------
 
+def _settle_note(settings: Dict[str, Any]) -> str:
+    calls = settings.get('settle_calls', _SETTINGS_BEFORE_RECORDED['settle_calls'])
+    if not calls:
+        return ", each visit timing a model's first call after the others ran"
+    return f', each visit timing the call after {calls} untimed one{"s" if calls > 1 else ""} (warm)'
+
+
 def _name_with_top1(entry: Dict[str, Any]) -> str:
     return f"{entry['short_name']} ({entry['top1']:g})"
 
@@ -489,7 +501,7 @@ def format_frontier(report: Dict[str, Any], names: Optional[Sequence[str]] = Non
     precisions = sorted({p for m in models.values() for rt, p in m.get('precision', {}).items() if rt == 'openvino'})
     lines = [f"{settings['image_size']}x{settings['image_size']} images, {settings['device']}, {settings['threads']} "
              f"threads in every runtime; medians of {settings['runs']} runs, all models interleaved in one loop per "
-             f"runtime and batch size. Every model reparameterized (`timm.utils.reparameterize_model`; UniConvNet: "
+             f"runtime and batch size{_settle_note(settings)}. Every model reparameterized (`timm.utils.reparameterize_model`; UniConvNet: "
              f"`fuse()`); UniConvNet exported with `uniconvnet.export.export_model`, peers with `torch.onnx.export` "
              f"(opset {PEER_ONNX_OPSET}) and OpenVINO IR converted from that ONNX."
              + (f" OpenVINO's default precision here: {', '.join(precisions)}." if precisions else '')
