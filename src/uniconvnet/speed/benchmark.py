@@ -2,8 +2,8 @@
 
 Every timing is taken in one process with the models interleaved (one visit to each model in turn, repeated), so
 that a machine shared with other work slows all of them alike; each visit times the model's second call
-(:data:`SETTLE_CALLS`), so that it is measured warm, as a model serving request after request runs; ratios against the reference model, absolute and
-per multiply-accumulate, are what to compare. The deployment runtimes (:mod:`uniconvnet.speed.runtimes`:
+(:data:`SETTLE_CALLS`), warm, as a model serving request after request runs. Ratios against the reference model,
+absolute and per multiply-accumulate, are what to compare. The deployment runtimes (:mod:`uniconvnet.speed.runtimes`:
 onnxruntime, OpenVINO at its default precision and in f32) run each model's export and are interleaved with the
 PyTorch models, so "vs eager" compares runs taken at the same moments. Peak training memory is measured per model
 in a fresh process (:mod:`uniconvnet.speed.memory`).

@@ -14,7 +14,8 @@ FastViT's and RepViT's branch folding) before it is timed or exported.
 
 How it is measured: one loop per runtime and batch size, every model that lacks that measurement interleaved in it
 (one visit to each in turn, ``runs`` times after ``warmup`` rounds; medians), so that load on the machine slows all
-of them alike; each visit times the model's second call, warm (:data:`~uniconvnet.speed.benchmark.SETTLE_CALLS`); ``threads`` for every runtime. Then, optionally, a training step of each variant with its eager match
+of them alike; each visit times the model's second call, warm (:data:`~uniconvnet.speed.benchmark.SETTLE_CALLS`);
+``threads`` for every runtime. Then, optionally, a training step of each variant with its eager match
 (the two interleaved) and the peak training memory of every model (each in a fresh process).
 
 A full run takes hours, so the report is saved as JSON after every loop and reused: run again with the same
@@ -35,7 +36,8 @@ import torch.nn as nn
 
 from ..host import torch_threads
 from ..models import create_model
-from .benchmark import SETTLE_CALLS, _check_counts, interleaved_medians, measure_complexity_of, save_report, time_training
+from .benchmark import (SETTLE_CALLS, _check_counts, interleaved_medians, measure_complexity_of, save_report,
+                        time_training)
 from .memory import train_peak_memory_mb
 from .peers import Published
 from .runtimes import PEER_ONNX_OPSET, RUNTIME_BY_NAME, RUNTIMES, Exporter, check_runtimes, deployed, usable_runtimes
@@ -501,8 +503,8 @@ def format_frontier(report: Dict[str, Any], names: Optional[Sequence[str]] = Non
     precisions = sorted({p for m in models.values() for rt, p in m.get('precision', {}).items() if rt == 'openvino'})
     lines = [f"{settings['image_size']}x{settings['image_size']} images, {settings['device']}, {settings['threads']} "
              f"threads in every runtime; medians of {settings['runs']} runs, all models interleaved in one loop per "
-             f"runtime and batch size{_settle_note(settings)}. Every model reparameterized (`timm.utils.reparameterize_model`; UniConvNet: "
-             f"`fuse()`); UniConvNet exported with `uniconvnet.export.export_model`, peers with `torch.onnx.export` "
+             f"runtime and batch size{_settle_note(settings)}. Every model reparameterized "
+             f"(`timm.utils.reparameterize_model`; UniConvNet: `fuse()`); UniConvNet exported with `uniconvnet.export.export_model`, peers with `torch.onnx.export` "
              f"(opset {PEER_ONNX_OPSET}) and OpenVINO IR converted from that ONNX."
              + (f" OpenVINO's default precision here: {', '.join(precisions)}." if precisions else '')
              + ' For each UniConvNet variant (top-1), runtime and batch size: its latency (ms); the fastest peer at '
