@@ -504,7 +504,8 @@ def format_frontier(report: Dict[str, Any], names: Optional[Sequence[str]] = Non
     lines = [f"{settings['image_size']}x{settings['image_size']} images, {settings['device']}, {settings['threads']} "
              f"threads in every runtime; medians of {settings['runs']} runs, all models interleaved in one loop per "
              f"runtime and batch size{_settle_note(settings)}. Every model reparameterized "
-             f"(`timm.utils.reparameterize_model`; UniConvNet: `fuse()`); UniConvNet exported with `uniconvnet.export.export_model`, peers with `torch.onnx.export` "
+             f"(`timm.utils.reparameterize_model`; UniConvNet: `fuse()`); UniConvNet exported with "
+             f"`uniconvnet.export.export_model`, peers with `torch.onnx.export` "
              f"(opset {PEER_ONNX_OPSET}) and OpenVINO IR converted from that ONNX."
              + (f" OpenVINO's default precision here: {', '.join(precisions)}." if precisions else '')
              + ' For each UniConvNet variant (top-1), runtime and batch size: its latency (ms); the fastest peer at '
